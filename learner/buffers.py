@@ -1,0 +1,219 @@
+"""In-RAM replay buffers: rings of steps whose transitions never cross a segment boundary.
+
+A transition is (s_i, a_i, s_{i+1}) with both steps in the same stored segment. The last step of a
+segment has no next step in that segment, so it is never sampled as a transition (it is dropped;
+it still serves as a frame for classifier negatives). Online steps never terminate
+(not_done = 1, infinite bootstrapping); the transition into a successful demo's final frame is
+terminal (not_done = 0).
+
+Frames are stored once, channel-first ([C, H, W] uint8 stacked views, or [S] float32 state), so
+sampling is index arithmetic plus one gather per array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Shapes of one step: main observation (image [C,H,W] uint8 or state [S] float32), proprio, action."""
+
+    main_shape: tuple[int, ...]
+    main_dtype: np.dtype
+    proprio_dim: int
+    action_dim: int
+
+    def frame_bytes(self) -> int:
+        return int(np.prod(self.main_shape)) * np.dtype(self.main_dtype).itemsize
+
+
+@dataclass
+class Batch:
+    obs: np.ndarray
+    proprio: np.ndarray
+    action: np.ndarray
+    not_done: np.ndarray
+    next_obs: np.ndarray
+    next_proprio: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+    @staticmethod
+    def concat(parts: list[Batch]) -> Batch:
+        if len(parts) == 1:
+            return parts[0]
+        return Batch(*(np.concatenate([getattr(p, f) for p in parts]) for f in Batch.__dataclass_fields__))
+
+
+class TransitionBuffer:
+    """A ring of `capacity` steps. Segments are appended whole or extended while they grow."""
+
+    def __init__(self, capacity: int, layout: Layout, name: str = "buffer") -> None:
+        if capacity < 2:
+            raise ValueError(f"{name}: capacity must be >= 2, got {capacity}")
+        self.name = name
+        self.capacity = int(capacity)
+        self.layout = layout
+        # np.zeros maps pages lazily: unused capacity costs no RAM until it is written.
+        self.main = np.zeros((capacity, *layout.main_shape), layout.main_dtype)
+        self.proprio = np.zeros((capacity, layout.proprio_dim), np.float32)
+        self.action = np.zeros((capacity, layout.action_dim), np.float32)
+        self.has_next = np.zeros(capacity, bool)  # step i → i+1 (mod capacity) is a transition
+        self.not_done = np.ones(capacity, np.float32)
+        self.serial = np.full(capacity, -1, np.int64)  # write order, to find data not yet trained on
+        self.ptr = 0
+        self.size = 0
+        self.written = 0
+        self.segments = 0
+        self._open_key: object = None
+        self._open_stop = -1
+        self._valid: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def num_transitions(self) -> int:
+        return int(len(self.valid_indices()))
+
+    def append(
+        self,
+        key: object,
+        start: int,
+        main: np.ndarray,
+        proprio: np.ndarray,
+        action: np.ndarray,
+        terminal: bool = False,
+    ) -> None:
+        """Steps [start, start+n) of segment `key`. If they continue the segment written last, the
+        segment grows (the previous last step gains its transition); otherwise a new one begins.
+        `terminal` marks the transition into the final step as terminal (a successful demo)."""
+        n = len(main)
+        if not (len(proprio) == len(action) == n):
+            raise ValueError(f"{self.name}: main/proprio/action lengths differ ({n}, {len(proprio)}, {len(action)})")
+        if n == 0:
+            return
+        if main.shape[1:] != self.layout.main_shape:
+            raise ValueError(f"{self.name}: frames of shape {main.shape[1:]}, expected {self.layout.main_shape}")
+        continues = key is not None and key == self._open_key and start == self._open_stop and self.size > 0
+        if n > self.capacity:  # keep the newest part; it starts a segment of its own
+            main, proprio, action = main[-self.capacity :], proprio[-self.capacity :], action[-self.capacity :]
+            start, n, continues = start + (n - self.capacity), self.capacity, False
+        prev = (self.ptr - 1) % self.capacity
+        if continues:
+            self.has_next[prev] = True
+        else:
+            self.segments += 1
+        idx = (self.ptr + np.arange(n)) % self.capacity
+        self.main[idx] = main
+        self.proprio[idx] = proprio
+        self.action[idx] = action
+        self.has_next[idx[:-1]] = True
+        self.has_next[idx[-1]] = False  # no next step (yet) in this segment
+        self.not_done[idx] = 1.0
+        if terminal and n >= 2:
+            self.not_done[idx[-2]] = 0.0
+        elif terminal and continues:
+            self.not_done[prev] = 0.0
+        self.serial[idx] = self.written + np.arange(n)
+        self.written += n
+        self.ptr = int((self.ptr + n) % self.capacity)
+        self.size = min(self.capacity, self.size + n)
+        self._open_key, self._open_stop = key, start + n
+        self._valid = None
+
+    def valid_indices(self) -> np.ndarray:
+        if self._valid is None:
+            self._valid = np.flatnonzero(self.has_next[: self.size])
+        return self._valid
+
+    def sample_indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        valid = self.valid_indices()
+        if len(valid) == 0:
+            raise ValueError(f"{self.name} has no transitions to sample")
+        return valid[rng.integers(0, len(valid), size=n)]
+
+    def gather(self, idx: np.ndarray) -> Batch:
+        nxt = (idx + 1) % self.capacity
+        return Batch(
+            obs=self.main[idx],
+            proprio=self.proprio[idx],
+            action=self.action[idx],
+            not_done=self.not_done[idx],
+            next_obs=self.main[nxt],
+            next_proprio=self.proprio[nxt],
+        )
+
+    def sample(self, n: int, rng: np.random.Generator) -> Batch:
+        return self.gather(self.sample_indices(n, rng))
+
+    def sample_frames(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Any stored frames (classifier negatives)."""
+        if self.size == 0:
+            raise ValueError(f"{self.name} is empty")
+        return self.main[rng.integers(0, self.size, size=n)]
+
+    def fresh_frames(self, after_serial: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to n frames written after `after_serial` (data a classifier has not trained on)."""
+        fresh = np.flatnonzero(self.serial[: self.size] > after_serial)
+        if len(fresh) > n:
+            fresh = rng.choice(fresh, size=n, replace=False)
+        return self.main[fresh]
+
+    @property
+    def last_serial(self) -> int:
+        return self.written - 1
+
+    def nbytes(self) -> int:
+        return self.size * (self.layout.frame_bytes() + 4 * (self.layout.proprio_dim + self.layout.action_dim))
+
+
+class FrameSet:
+    """A growing set of frames (classifier positives)."""
+
+    def __init__(self, main_shape: tuple[int, ...], dtype: np.dtype, name: str = "frames") -> None:
+        self.name = name
+        self.main_shape = main_shape
+        self.dtype = dtype
+        self._parts: list[np.ndarray] = []
+        self._all: np.ndarray | None = None
+
+    def add(self, frames: np.ndarray) -> None:
+        if len(frames) == 0:
+            return
+        if frames.shape[1:] != self.main_shape:
+            raise ValueError(f"{self.name}: frames of shape {frames.shape[1:]}, expected {self.main_shape}")
+        self._parts.append(np.ascontiguousarray(frames))
+        self._all = None
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._parts)
+
+    @property
+    def frames(self) -> np.ndarray:
+        if self._all is None:
+            self._all = np.concatenate(self._parts) if self._parts else np.zeros((0, *self.main_shape), self.dtype)
+            self._parts = [self._all] if self._parts else []
+        return self._all
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        frames = self.frames
+        if len(frames) == 0:
+            raise ValueError(f"{self.name} is empty")
+        return frames[rng.integers(0, len(frames), size=n)]
+
+
+def sample_mixed(
+    online: TransitionBuffer, demo: TransitionBuffer, batch_size: int, demo_rows: int, rng: np.random.Generator
+) -> tuple[Batch, int]:
+    """(batch_size − k) online rows + k demo rows; k = demo_rows, or 0 when the demo buffer has no
+    transitions yet. Returns the batch (online rows first) and k."""
+    k = demo_rows if demo.num_transitions > 0 else 0
+    parts = [online.sample(batch_size - k, rng)]
+    if k:
+        parts.append(demo.sample(k, rng))
+    return Batch.concat(parts), k

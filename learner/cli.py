@@ -1,0 +1,135 @@
+"""`learner run`: tail the store, train MEDAL++, push policies to the daemon.
+
+    learner run --config configs/sim.yaml --server http://127.0.0.1:8000 [--state]
+                [--device auto|cpu|cuda] [--max-updates N] [--run-dir DIR]
+
+Logs go to TensorBoard under the run dir and to a one-line progress display. SIGTERM / SIGINT
+finish the current update, save the training state and exit 0; the next `learner run` with the
+same run dir resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from learner.trainer import LearnerError, Trainer
+from robot_server.config import ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="MEDAL++ learner: tail the replay store, train both agents, push their policies to the daemon.",
+)
+log = logging.getLogger("learner")
+
+
+@app.callback()
+def main() -> None:
+    """The MEDAL++ learner."""
+
+
+def _progress_line(tr: Trainer) -> str:
+    if not tr.ready:
+        return f"waiting for the store at {tr.store_path}"
+    st = tr.status()
+    m = tr.last_metrics
+    parts = [f"env {st['env_steps']}" + (" (seed)" if st["env_steps"] < st["seed_steps"] else "")]
+    for d in ("forward", "backward"):
+        bits = [f"upd {st['updates'][d]}", f"owe {st['owed'][f'agent/{d}']}"]
+        if f"{d}/critic_loss" in m:
+            bits.append(f"Lq {m[f'{d}/critic_loss']:.3g}")
+        if f"{d}/reward_mean" in m:
+            bits.append(f"r {m[f'{d}/reward_mean']:.2f}")
+        if f"clf_{d}/fresh_accuracy" in m:
+            bits.append(f"clf acc {m[f'clf_{d}/fresh_accuracy']:.2f}")
+        bits.append(f"buf {st[f'buffer/online/{d}']}")
+        bits.append(f"v{st['pushed'].get(d, '-')}")
+        parts.append(f"{d[:3]}: " + " ".join(bits))
+    return " | ".join(parts)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="robot YAML config (same file as the daemon)")],
+    server: Annotated[str | None, typer.Option(help="daemon URL; default http://<server.host>:<server.port>")] = None,
+    state: Annotated[bool, typer.Option("--state", help="learn from obs/state (original MEDAL, fast on CPU)")] = False,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (default learner.device)")] = None,
+    max_updates: Annotated[int | None, typer.Option(min=1, help="stop after this many agent updates")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="TensorBoard logs and training state")] = None,
+    store: Annotated[Path | None, typer.Option(help="replay store; default store.path")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="LEARNER_TOKEN", help="bearer token; default server.token")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress line")] = False,
+) -> None:
+    """Train both MEDAL++ agents from the store and push their policies to the daemon."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if server is not None and not server.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"--server must be an http(s) URL, got {server!r}", param_hint="--server")
+    try:
+        cfg = load_config(config)
+        trainer = Trainer(
+            cfg,
+            store_path=store,
+            server=server,
+            token=token,
+            mode="state" if state else None,
+            device=device,
+            run_dir=run_dir,
+        )
+    except (ConfigError, LearnerError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: saving state and exiting", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    bar = tqdm(total=max_updates, disable=quiet, dynamic_ncols=True, unit="upd", smoothing=0.1)
+    last = [0.0]
+
+    def progress(tr: Trainer, _m: dict[str, float] | None) -> None:
+        if quiet or time.monotonic() - last[0] < 0.5:
+            return
+        last[0] = time.monotonic()
+        done = sum(a.updates for a in tr.agents.values())
+        bar.n = done
+        bar.set_description_str(_progress_line(tr), refresh=False)
+        bar.refresh()
+
+    code = 0
+    try:
+        log.info("learner: store %s, server %s, device %s, run dir %s, mode %s, setting %s",
+                 trainer.store_path, trainer.server, trainer.device, trainer.run_dir, trainer.settings.mode,
+                 trainer.settings.setting)
+        with logging_redirect_tqdm():  # log lines print above the progress line, not through it
+            trainer.run(stop, max_updates=max_updates, on_progress=progress)
+    except LearnerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        code = 2
+    finally:
+        bar.close()
+        trainer.save()
+        if trainer.pusher is not None:
+            trainer.pusher.wait_idle(2.0)
+        trainer.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code:
+        raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

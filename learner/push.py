@@ -1,0 +1,208 @@
+"""Pushes policy checkpoints to the daemon: `PUT {server}/policies/{direction}` with a bearer token.
+
+It runs in its own thread so training never waits on the network. Only the newest checkpoint
+per direction is kept: while the server is down the pending one is replaced by newer versions and
+retried with exponential backoff (capped), never raising. A 4xx answer is logged with the
+server's message and that version is not retried.
+
+Versions sent are `version_base + the agent's update count`. A fresh learner takes its base from
+the daemon's active version (GET /policies) before its first push, so a daemon still running a
+previous learner's v500 accepts the new learner's policies instead of refusing them as older; a
+resumed learner keeps its saved base. The same thread also sends the learner's progress to the
+daemon (PUT /learner/status) every few seconds, for the operator's page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+
+from policies.checkpoint import PolicyCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PushStatus:
+    pushed: dict[str, int] = field(default_factory=dict)  # direction -> newest accepted version
+    rejected: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # (version, status, msg)
+    attempts: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    backoff_s: float = 0.0
+
+
+class Pusher:
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        timeout_s: float = 30.0,
+        backoff_start_s: float = 1.0,
+        backoff_cap_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.status = PushStatus()
+        self._client = httpx.Client(
+            timeout=timeout_s, transport=transport, headers={"Authorization": f"Bearer {token}"}
+        )
+        self._backoff_start, self._backoff_cap = backoff_start_s, backoff_cap_s
+        self._pending: dict[str, PolicyCheckpoint] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.version_base: dict[str, int] = {}
+        self.report_every_s = 5.0
+        self._report: dict[str, Any] | None = None
+        self._last_report = -float("inf")
+        self._thread = threading.Thread(target=self._run, name="policy-push", daemon=True)
+        self._thread.start()
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        """Latest progress for PUT /learner/status; only the newest is sent, never retried."""
+        with self._cond:
+            self._report = {"step": int(step), "metrics": {k: float(v) for k, v in metrics.items()}}
+
+    def submit(self, ckpt: PolicyCheckpoint) -> None:
+        with self._cond:
+            old = self._pending.get(ckpt.direction)
+            if old is None or ckpt.version > old.version:
+                self._pending[ckpt.direction] = ckpt
+            self._idle.clear()
+            self._cond.notify()
+
+    def pending_versions(self) -> dict[str, int]:
+        with self._cond:
+            return {d: c.version for d, c in self._pending.items()}
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is pending (tests, shutdown)."""
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        self._client.close()
+
+    # --- the push thread ---
+    def _take(self) -> PolicyCheckpoint | None:
+        with self._cond:
+            while not self._pending and not self._stop.is_set():
+                self._idle.set()
+                self._cond.release()
+                try:
+                    self._send_report()
+                finally:
+                    self._cond.acquire()
+                self._cond.wait(timeout=1.0)
+            if self._stop.is_set():
+                return None
+            direction = min(self._pending, key=lambda d: self._pending[d].version)
+            return self._pending.pop(direction)
+
+    def _requeue(self, ckpt: PolicyCheckpoint) -> None:
+        with self._cond:
+            if ckpt.direction not in self._pending:  # a newer one submitted meanwhile wins
+                self._pending[ckpt.direction] = ckpt
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            ckpt = self._take()
+            if ckpt is None:
+                return
+            ok = self._push(ckpt)
+            if ok is None:  # retryable: server down or erroring
+                self._requeue(ckpt)
+                backoff = min(self._backoff_cap, max(self._backoff_start, 2 * backoff))
+                self.status.backoff_s = backoff
+                self._stop.wait(backoff)
+            else:
+                backoff = 0.0
+                self.status.backoff_s = 0.0
+
+    def _base(self, direction: str) -> int | None:
+        """The version this learner's numbering starts above; None while the daemon is unreachable."""
+        if direction in self.version_base:
+            return self.version_base[direction]
+        try:
+            resp = self._client.get(f"{self.server}/policies", timeout=5.0)
+        except httpx.HTTPError as exc:
+            self.status.last_error = f"GET /policies: {exc}"
+            return None
+        if resp.status_code >= 500:
+            self.status.last_error = f"GET /policies: HTTP {resp.status_code}"
+            return None
+        try:
+            active = resp.json().get(direction)
+            base = int(active["version"]) if isinstance(active, dict) else 0
+        except (ValueError, AttributeError, KeyError, TypeError):
+            log.warning("GET /policies gave no policy versions (HTTP %d); numbering from 0", resp.status_code)
+            base = 0
+        self.version_base[direction] = base
+        if base:
+            log.info("the daemon runs %s v%d: this learner's versions continue above it", direction, base)
+        return base
+
+    def _send_report(self) -> None:
+        with self._cond:
+            report, due = self._report, time.monotonic() - self._last_report >= self.report_every_s
+            if report is None or not due:
+                return
+            self._report = None
+        self._last_report = time.monotonic()
+        # Best effort: the next report replaces this one.
+        with contextlib.suppress(httpx.HTTPError):
+            self._client.put(f"{self.server}/learner/status", json=report, timeout=5.0)
+
+    def _push(self, ckpt: PolicyCheckpoint) -> bool | None:
+        """True accepted, False refused for good (4xx), None retry later."""
+        base = self._base(ckpt.direction)
+        if base is None:
+            self.status.failures += 1
+            return None
+        if base:
+            ckpt = replace(ckpt, version=base + ckpt.version)
+        url = f"{self.server}/policies/{ckpt.direction}"
+        self.status.attempts += 1
+        try:
+            data = ckpt.to_bytes()
+            resp = self._client.put(url, content=data, headers={"Content-Type": "application/octet-stream"})
+        except httpx.HTTPError as exc:
+            self.status.failures += 1
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("push %s v%d to %s failed (%s); will retry", ckpt.direction, ckpt.version, url, exc)
+            return None
+        if resp.is_success:
+            self.status.pushed[ckpt.direction] = max(self.status.pushed.get(ckpt.direction, -1), ckpt.version)
+            log.info("pushed %s policy v%d (%.1f MB)", ckpt.direction, ckpt.version, len(data) / 1e6)
+            return True
+        msg = _message(resp)
+        self.status.failures += 1
+        self.status.last_error = f"HTTP {resp.status_code}: {msg}"
+        if 400 <= resp.status_code < 500:
+            self.status.rejected.setdefault(ckpt.direction, []).append((ckpt.version, resp.status_code, msg))
+            log.error("server refused %s policy v%d: HTTP %d %s", ckpt.direction, ckpt.version, resp.status_code, msg)
+            return False
+        log.warning("server error for %s v%d: HTTP %d %s; will retry", ckpt.direction, ckpt.version, resp.status_code, msg)
+        return None
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:500]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:500]
+    return str(body)[:500]

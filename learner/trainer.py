@@ -1,0 +1,437 @@
+"""The MEDAL++ schedule, run as a process separate from the daemon.
+
+MEDALPP.md says "per env step": UTD critic updates and one actor update for the agent in
+control, a C_f step every 1,000 env steps and a C_b step every 500 (robot) / 100 (sim). Here the
+env steps arrive from the store in bursts, so the trainer keeps accounts instead:
+
+- each practice step collected in direction d after the seed phase ended (the first
+  `seed_steps` practice steps, counted in store order) credits agent d with one "agent step"
+  (UTD critic updates on fresh batches, then one actor update);
+- classifier c is credited one step when the seed phase ends and one more every `period` env
+  steps after that (so both classifiers have trained once before the first rewards are used);
+- the backlog is capped: an agent never owes more than `Settings.backlog_steps`
+  (= learner.max_updates_per_step × session.phase_steps) agent steps, a classifier never more than
+  max(1, backlog_steps // period) steps; the excess is dropped and counted (`dropped`). So a
+  slow learner trains on the newest data instead of an ever older backlog, and stops within one
+  phase's worth of updates when practice stops.
+
+The BC weight λ follows env steps collected (the store's practice-step count), the clock
+MEDALPP.md's schedules are written in; policy versions are the agent's update count.
+
+`train_once()` does one unit of work (one classifier step, or one agent step for the direction
+furthest behind), so polling, pushes, saves and SIGTERM stay responsive.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+from learner.agent import Agent, TorchBatch
+from learner.buffers import sample_mixed
+from learner.classifier import ClassifierLearner
+from learner.push import Pusher
+from learner.routing import DIRECTIONS, Buffers, Router, layout_for
+from learner.settings import CLASSIFIER_BATCH, Settings
+from learner.state import StateError, latest, load_state, save_state
+from learner.tail import StoreTail
+from policies.spec import ObsSpec, action_dim, action_spec_difference
+from replay.store import StoreError
+from robot_server.action_space import ActionSpace
+from robot_server.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class LearnerError(RuntimeError):
+    """A problem that stops the learner, with a message for the operator."""
+
+
+@dataclass
+class Accounts:
+    credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    post_seed_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    clf_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    clf_ticks_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    clf_dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    pushed: dict[str, int] = field(default_factory=dict)  # newest version submitted per direction
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise LearnerError(f"--device {device!r} is not a torch device (auto, cpu, cuda, cuda:N)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LearnerError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        store_path: str | Path | None = None,
+        server: str | None = None,
+        token: str | None = None,
+        mode: str | None = None,
+        device: str | None = None,
+        run_dir: str | Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+        tensorboard: bool = True,
+        seed: int | None = None,
+        push_backoff_cap_s: float = 30.0,
+    ) -> None:
+        self.cfg = cfg
+        self.settings = Settings.from_config(cfg, mode)
+        self.store_path = Path(store_path or cfg.store.path)
+        self.run_dir = Path(run_dir or cfg.learner.run_dir)
+        self.device = resolve_device(device or cfg.learner.device)
+        self.server = server or f"http://{cfg.server.host}:{cfg.server.port}"
+        self.action_spec = ActionSpace(cfg.action, cfg.workspace).spec()
+        self.rng = np.random.default_rng(cfg.session.seed if seed is None else seed)
+        torch.manual_seed(int(self.rng.integers(2**31)))
+        self._transport = transport
+        self._token = token or cfg.server.token
+        self._tensorboard = tensorboard
+        self._backoff_cap = push_backoff_cap_s
+        self.accounts = Accounts()
+        self.ready = False
+        self.spec: ObsSpec | None = None
+        self.agents: dict[str, Agent] = {}
+        self.classifiers: dict[str, ClassifierLearner] = {}
+        self.pusher: Pusher | None = None
+        self.writer: Any = None
+        self.last_metrics: dict[str, float] = {}
+        self.saves = 0
+        self._last_poll = -math.inf
+        self._last_save_updates = 0
+        self.tail = StoreTail(self.store_path, [], include_open=self.settings.tail_open)
+
+    # --- set-up, once the store exists (state mode needs its state_dim) ---
+    def setup(self) -> bool:
+        if self.ready:
+            return True
+        if not (self.store_path / "zarr.json").is_file():
+            return False
+        meta = StoreTail(self.store_path, []).meta
+        if not meta:
+            return False
+        state_dim = meta.get("state_dim")
+        if self.settings.mode == "state" and not state_dim:
+            raise LearnerError(f"--state needs obs/state, but the store {self.store_path} records no state vector")
+        self.spec = ObsSpec.from_config(self.cfg, self.settings.mode, state_dim=state_dim)
+        self._check_store(meta)
+        keys = self.spec.keys() + ["action", "policy_version", "intervention"]
+        self.tail = StoreTail(self.store_path, keys, include_open=self.settings.tail_open, keep=self.settings.capacity)
+        adim = action_dim(self.action_spec)
+        s = self.settings
+        self.buffers = Buffers.create(layout_for(self.spec, adim), s.capacity)
+        self.router = Router(s, self.spec, self.buffers)
+        self.agents = {d: Agent(s.agent(d), self.spec, self.action_spec, s.sizes, self.device) for d in DIRECTIONS}
+        self.classifiers = {
+            "forward": ClassifierLearner(
+                "forward", self.spec, s.sizes, "log_p", s.clf_forward_cameras, s.clf_lr, self.device
+            ),
+            "backward": ClassifierLearner("backward", self.spec, s.sizes, s.backward_reward, None, s.clf_lr, self.device),
+        }
+        self.pusher = Pusher(self.server, self._token, transport=self._transport, backoff_cap_s=self._backoff_cap)
+        if self._tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self.ready = True
+        self._resume()
+        return True
+
+    def _check_store(self, meta: dict[str, Any]) -> None:
+        assert self.spec is not None
+        problems = []
+        stored = {c["name"]: c for c in meta.get("cameras", [])}
+        if self.spec.mode == "pixels":
+            for cam in self.spec.cameras:
+                c = stored.get(cam.name)
+                if c is None:
+                    problems.append(f"camera {cam.name!r} is configured but the store has {sorted(stored)}")
+                elif (int(c["height"]), int(c["width"])) != (cam.height, cam.width):
+                    problems.append(
+                        f"camera {cam.name!r}: config says {cam.height}x{cam.width}, store has {c['height']}x{c['width']}"
+                    )
+        if int(meta.get("proprio_dim", -1)) != self.spec.proprio_dim:
+            problems.append(f"proprio_dim: config gives {self.spec.proprio_dim}, store has {meta.get('proprio_dim')}")
+        stored_action = meta.get("action_space", {})
+        if stored_action.get("dim") != self.action_spec["dim"]:
+            problems.append(f"action dim: config gives {self.action_spec['dim']}, store has {stored_action.get('dim')}")
+        else:
+            # Other differences (e.g. a changed speed limit) do not stop training from the data, but the
+            # daemon will refuse policies made for another action spec: say so loudly.
+            why = action_spec_difference(stored_action, self.action_spec)
+            if why:
+                log.warning("the store was recorded with another action spec than the config: %s", why)
+        if problems:
+            raise LearnerError(f"the store {self.store_path} does not match the config: " + "; ".join(problems))
+
+    # --- data ---
+    def poll(self, force: bool = False) -> int:
+        """Ingest new store data (at most every poll_s unless forced); returns the new step count."""
+        now = time.monotonic()
+        if not force and now - self._last_poll < self.settings.poll_s:
+            return 0
+        self._last_poll = now
+        if not self.setup():
+            return 0
+        try:
+            chunks = self.tail.poll()
+        except (StoreError, OSError) as exc:
+            log.warning("reading the store failed (%s); retrying next poll", exc)
+            return 0
+        new = 0
+        for c in chunks:
+            self.router.ingest(c)
+            new += len(c)
+        self._credit()
+        return new
+
+    def _credit(self) -> None:
+        a, s, r = self.accounts, self.settings, self.router
+        for d in DIRECTIONS:
+            fresh = r.post_seed[d] - a.post_seed_credited[d]
+            if fresh > 0:
+                a.credited[d] += fresh
+                a.post_seed_credited[d] = r.post_seed[d]
+            done = self.agents[d].updates
+            if a.credited[d] - done > s.backlog_steps:
+                a.dropped[d] += a.credited[d] - done - s.backlog_steps
+                a.credited[d] = done + s.backlog_steps
+            every = s.clf_every(d)
+            ticks = (r.env_steps - s.seed_steps) // every + 1 if r.env_steps >= s.seed_steps else 0
+            fresh = ticks - a.clf_ticks_credited[d]
+            if fresh > 0:
+                a.clf_credited[d] += fresh
+                a.clf_ticks_credited[d] = ticks
+            cap = max(1, s.backlog_steps // every)
+            done = self.classifiers[d].steps
+            if a.clf_credited[d] - done > cap:
+                a.clf_dropped[d] += a.clf_credited[d] - done - cap
+                a.clf_credited[d] = done + cap
+
+    def owed(self) -> dict[str, int]:
+        if not self.ready:
+            return {}
+        out = {f"agent/{d}": self.accounts.credited[d] - self.agents[d].updates for d in DIRECTIONS}
+        out |= {f"clf/{d}": self.accounts.clf_credited[d] - self.classifiers[d].steps for d in DIRECTIONS}
+        return out
+
+    # --- work ---
+    def train_once(self) -> dict[str, float] | None:
+        """One classifier step or one agent step, if any is owed and possible; None if idle."""
+        if not self.ready:
+            return None
+        for d in DIRECTIONS:
+            if self.accounts.clf_credited[d] > self.classifiers[d].steps and self._classifier_ready(d):
+                return self.classifier_step(d)
+        owed = [
+            (self.accounts.credited[d] - self.agents[d].updates, d)
+            for d in DIRECTIONS
+            if self.accounts.credited[d] > self.agents[d].updates and self.buffers.online[d].num_transitions > 0
+        ]
+        if not owed:
+            return None
+        _, d = max(owed)
+        return self.agent_step(d)
+
+    def _classifier_ready(self, d: str) -> bool:
+        return len(self.buffers.positives[d]) > 0 and len(self.buffers.online[d]) > 0
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
+
+    def classifier_step(self, d: str) -> dict[str, float]:
+        clf, online = self.classifiers[d], self.buffers.online[d]
+        metrics = clf.evaluate_fresh(self._tensor(online.fresh_frames(clf.trained_until, CLASSIFIER_BATCH, self.rng)))
+        clf.trained_until = online.last_serial
+        pos = self.buffers.positives[d].sample(CLASSIFIER_BATCH, self.rng)
+        neg = online.sample_frames(CLASSIFIER_BATCH, self.rng)
+        metrics |= clf.train_step(self._tensor(pos), self._tensor(neg))
+        self._log(metrics)
+        return metrics
+
+    def agent_step(self, d: str) -> dict[str, float]:
+        agent, s = self.agents[d], self.settings
+        online, demo = self.buffers.online[d], self.buffers.demo[d]
+
+        def sample() -> TorchBatch:
+            batch, _ = sample_mixed(online, demo, s.batch_size, s.demo_rows, self.rng)
+            return TorchBatch.from_numpy(batch, self.device)
+
+        def sample_demo() -> TorchBatch | None:
+            if demo.num_transitions == 0:
+                return None
+            return TorchBatch.from_numpy(demo.sample(s.bc_batch_size, self.rng), self.device)
+
+        t0 = time.perf_counter()
+        agent.env_step = self.router.env_steps
+        m = agent.update(sample, self.classifiers[d].reward, sample_demo)
+        metrics = {f"{d}/{k}": v for k, v in m.items()} | {f"{d}/update_s": time.perf_counter() - t0}
+        if agent.updates % s.push_every == 0:
+            self.push(d)
+        total = sum(a.updates for a in self.agents.values())
+        if total - self._last_save_updates >= s.save_every:
+            self.save()
+        self._log(metrics)
+        return metrics
+
+    def push(self, d: str) -> None:
+        agent = self.agents[d]
+        if self.pusher is None:
+            return
+        self.pusher.submit(agent.checkpoint(version=agent.updates, step=agent.updates))
+        self.accounts.pushed[d] = agent.updates
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        self.last_metrics |= metrics
+        step = sum(a.updates for a in self.agents.values())
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+        if self.pusher is not None:
+            shown = {k: float(v) for k, v in self.last_metrics.items() if math.isfinite(float(v))}
+            shown |= {"updates": step, "env_steps": self.router.env_steps}
+            self.pusher.report(step, dict(sorted(shown.items())[:190]))
+
+    def status(self) -> dict[str, Any]:
+        if not self.ready:
+            return {"ready": False, "store": str(self.store_path)}
+        r = self.router
+        out: dict[str, Any] = {
+            "ready": True,
+            "env_steps": r.env_steps,
+            "seed_steps": self.settings.seed_steps,
+            "updates": {d: a.updates for d, a in self.agents.items()},
+            "classifier_steps": {d: c.steps for d, c in self.classifiers.items()},
+            "owed": self.owed(),
+            "dropped": dict(self.accounts.dropped),
+            "pushed": dict(self.pusher.status.pushed) if self.pusher else {},
+            "push_failures": self.pusher.status.failures if self.pusher else 0,
+        }
+        out |= self.buffers.sizes()
+        return out
+
+    # --- the loop ---
+    def run(
+        self,
+        stop: threading.Event,
+        max_updates: int | None = None,
+        on_progress: Callable[[Trainer, dict[str, float] | None], None] | None = None,
+    ) -> None:
+        while not stop.is_set():
+            self.poll()
+            m = self.train_once()
+            if on_progress is not None:
+                on_progress(self, m)
+            if max_updates is not None and self.ready and sum(a.updates for a in self.agents.values()) >= max_updates:
+                break
+            if m is None:
+                stop.wait(min(0.2, self.settings.poll_s))
+
+    # --- training state ---
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+    def _state_parts(self) -> tuple[dict, dict, dict]:
+        modules: dict[str, torch.nn.Module] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        optims: dict[str, torch.optim.Optimizer] = {}
+        for d, a in self.agents.items():
+            modules |= {f"{d}.{k}": m for k, m in a.modules().items()}
+            tensors[f"{d}.log_alpha"] = a.log_alpha
+            optims |= {f"{d}.{k}": o for k, o in a.optimizers().items()}
+        for d, c in self.classifiers.items():
+            modules[f"clf_{d}"] = c.net
+            optims[f"clf_{d}"] = c.opt
+        return modules, tensors, optims
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "format": "medalpp-learner-state/1",
+            "setting": self.settings.setting,
+            "mode": self.settings.mode,
+            "sizes": self.settings.sizes.to_dict(),
+            "obs_spec": self.spec.to_dict() if self.spec else None,
+            "agents": {d: {"updates": a.updates, "critic_updates": a.critic_updates} for d, a in self.agents.items()},
+            "classifier_steps": {d: c.steps for d, c in self.classifiers.items()},
+            "accounts": asdict(self.accounts),
+            "env_steps_seen": self.router.env_steps,
+            "push_status": {
+                "pushed": self.pusher.status.pushed if self.pusher else {},
+                "rejected": self.pusher.status.rejected if self.pusher else {},
+            },
+            "ingested": dict(self.tail.consumed),
+            "version_base": dict(self.pusher.version_base) if self.pusher else {},
+            "saved_at": time.time(),
+        }
+
+    def save(self) -> Path | None:
+        if not self.ready:
+            return None
+        modules, tensors, optims = self._state_parts()
+        path = save_state(self.state_dir, modules, tensors, optims, self.counters())
+        self._last_save_updates = sum(a.updates for a in self.agents.values())
+        self.saves += 1
+        log.info("saved training state to %s", path)
+        return path
+
+    def _resume(self) -> None:
+        directory = latest(self.state_dir)
+        if directory is None:
+            return
+        modules, tensors, optims = self._state_parts()
+        assert self.spec is not None
+        try:
+            counters = load_state(directory, modules, tensors, optims, self.device)
+            if counters.get("obs_spec") and ObsSpec.from_dict(counters["obs_spec"]) != self.spec:
+                raise StateError(f"training state {directory} was made for another observation spec")
+        except StateError as exc:
+            # Not ready: nothing may save over the state we could not load.
+            self.ready = False
+            raise LearnerError(f"{exc}; move {self.state_dir} away (or pass another --run-dir) to start afresh") from None
+        for d, a in self.agents.items():
+            a.updates = int(counters["agents"][d]["updates"])
+            a.critic_updates = int(counters["agents"][d]["critic_updates"])
+        for d, c in self.classifiers.items():
+            c.steps = int(counters["classifier_steps"][d])
+        self.accounts = Accounts(**counters["accounts"])
+        if self.pusher is not None:
+            self.pusher.version_base.update({d: int(v) for d, v in counters.get("version_base", {}).items()})
+        self._last_save_updates = sum(a.updates for a in self.agents.values())
+        log.info(
+            "resumed from %s: updates %s, classifier steps %s; re-reading %d known episodes from the store",
+            directory, {d: a.updates for d, a in self.agents.items()},
+            {d: c.steps for d, c in self.classifiers.items()}, len(counters.get("ingested", {})),
+        )
+        # Re-ingest the store now, so steps credited before the save are not credited again
+        # and classifiers do not count the re-read data as fresh.
+        self.poll(force=True)
+        for d, c in self.classifiers.items():
+            c.trained_until = self.buffers.online[d].last_serial
+
+    def close(self) -> None:
+        if self.pusher is not None:
+            self.pusher.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,188 @@
+"""Read-only access to a replay store, safe while the writer process appends.
+
+Only committed steps are returned: an episode's `length` attribute is written after its data, so
+any step below it is on disk whole (see writer.py). No lock is taken.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from replay.schema import (
+    EPISODES,
+    STORE_FORMAT,
+    ArraySpec,
+    EpisodeInfo,
+    StoreError,
+    array_specs,
+    info_from_attrs,
+    is_episode_id,
+    is_episode_record,
+    read_node_attrs,
+)
+
+# Open zarr array handles kept (a few KB each); enough for every key of dozens of episodes.
+ARRAY_CACHE = 512
+
+
+class ReplayReader:
+    """Lists and reads episodes. `episodes()` and `read()` always look at the store as it is now;
+    `refresh()` re-reads the root metadata (it changes when a writer records a compatible change)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._store = LocalStore(self.path, read_only=True) if self.path.is_dir() else None
+        self._closed: dict[str, EpisodeInfo] = {}  # closed episodes never change
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._meta: dict[str, Any] = {}
+        self._specs: dict[str, ArraySpec] = {}
+        self.refresh()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return copy.deepcopy(self._meta)
+
+    @property
+    def keys(self) -> list[str]:
+        """Every per-step array key, in store order ("obs/<camera>"..., "action", ...)."""
+        return list(self._specs)
+
+    def refresh(self) -> None:
+        attrs = read_node_attrs(self.path)
+        if attrs is None or attrs.get("format") != STORE_FORMAT:
+            raise StoreError(f"{self.path} is not a replay store (missing or foreign zarr.json)")
+        self._meta = attrs
+        self._specs = array_specs(attrs)
+        self._arrays.clear()
+
+    def episodes(self, include_open: bool = False) -> list[EpisodeInfo]:
+        """Episodes sorted by id; open ones (with their committed length) only if asked."""
+        ep_root = self.path / EPISODES
+        try:
+            names = sorted((n for n in os.listdir(ep_root) if is_episode_id(n)), key=int)
+        except FileNotFoundError:
+            names = []
+        for gone in set(self._closed) - set(names):  # discarded since we last looked
+            del self._closed[gone]
+        out = []
+        for name in names:
+            info = self._closed.get(name)
+            if info is None:
+                attrs = read_node_attrs(ep_root / name)
+                if not is_episode_record(attrs):
+                    continue  # being created, or deleted under our feet
+                assert attrs is not None
+                info = info_from_attrs(name, attrs)
+                if info.closed:
+                    self._closed[name] = info
+            if info.closed or include_open:
+                out.append(dataclasses.replace(info, attrs=copy.deepcopy(info.attrs)))
+        return out
+
+    def episode(self, episode_id: str) -> EpisodeInfo:
+        """The current record of one episode (KeyError if there is none)."""
+        info = self._closed.get(episode_id)
+        if info is None:
+            info = info_from_attrs(episode_id, self._attrs(episode_id))
+        return dataclasses.replace(info, attrs=copy.deepcopy(info.attrs))
+
+    def read(
+        self,
+        episode_id: str,
+        keys: Sequence[str] | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Steps [start, stop) of `keys` (default: all), clipped to the committed length."""
+        keys = self._check_keys(keys)
+        for name, v in (("start", start), ("stop", stop)):
+            if v is not None and (not isinstance(v, int | np.integer) or v < 0):
+                raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+        length = self._length(episode_id)
+        stop = length if stop is None else min(int(stop), length)
+        start = min(int(start), stop)
+        if start == stop:
+            return {k: np.empty((0, *self._specs[k].shape), self._specs[k].dtype) for k in keys}
+        return self._guarded(episode_id, lambda: {k: self._array(episode_id, k, stop)[start:stop] for k in keys})
+
+    def read_steps(
+        self, episode_id: str, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Arbitrary committed steps of one episode (e.g. for random batches), in the order given."""
+        keys = self._check_keys(keys)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        length = self._length(episode_id)
+        if idx.size and (idx.min() < 0 or idx.max() >= length):
+            raise IndexError(f"episode {episode_id} has {length} committed steps; asked for {idx.min()}..{idx.max()}")
+        if idx.size == 0:
+            return {k: np.empty((0, *self._specs[k].shape), self._specs[k].dtype) for k in keys}
+        need = int(idx.max()) + 1
+        # zarr's orthogonal selection wants increasing indices; sort, read once, restore the order.
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        return self._guarded(
+            episode_id,
+            lambda: {k: self._array(episode_id, k, need).get_orthogonal_selection((uniq,))[inverse] for k in keys},
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check_keys(self, keys: Sequence[str] | None) -> list[str]:
+        if keys is None:
+            return list(self._specs)
+        if isinstance(keys, str):
+            raise ValueError(f"keys must be a list of keys, got the string {keys!r}")
+        unknown = [k for k in keys if k not in self._specs]
+        if unknown:
+            raise KeyError(f"unknown keys {unknown}; the store has {list(self._specs)}")
+        return list(keys)
+
+    def _attrs(self, episode_id: str) -> dict[str, Any]:
+        if not isinstance(episode_id, str) or not is_episode_id(episode_id):
+            raise KeyError(f"{episode_id!r} is not an episode id (expected digits like '000042')")
+        attrs = read_node_attrs(self.path / EPISODES / episode_id)
+        if not is_episode_record(attrs):
+            raise KeyError(f"no episode {episode_id} in {self.path}")
+        assert attrs is not None
+        return attrs
+
+    def _length(self, episode_id: str) -> int:
+        info = self._closed.get(episode_id)
+        return info.length if info is not None else int(self._attrs(episode_id)["length"])
+
+    def _array(self, episode_id: str, key: str, need: int) -> zarr.Array:
+        arr = self._arrays.pop((episode_id, key), None)
+        if arr is None or arr.shape[0] < need:  # handle opened before the writer grew the array
+            arr = zarr.open_array(store=self._store, path=f"{EPISODES}/{episode_id}/{key}", mode="r")
+        self._arrays[(episode_id, key)] = arr  # most recently used last
+        while len(self._arrays) > ARRAY_CACHE:
+            del self._arrays[next(iter(self._arrays))]
+        return arr
+
+    def _guarded(self, episode_id: str, fn: Any) -> dict[str, np.ndarray]:
+        """Run a read; fail loudly if the episode was deleted meanwhile.
+
+        zarr returns the fill value (zeros) for a missing chunk, so a read racing a discard could
+        otherwise hand back zeros as if they were data. Deletion renames the directory first, so
+        checking it still exists after the read is enough.
+        """
+        ep_dir = self.path / EPISODES / episode_id
+        try:
+            before = ep_dir.stat().st_ino
+            out = fn()
+            after = ep_dir.stat().st_ino
+        except FileNotFoundError:
+            before, after, out = None, None, None
+        if out is None or before != after:
+            self._closed.pop(episode_id, None)
+            self._arrays = {k: v for k, v in self._arrays.items() if k[0] != episode_id}
+            raise KeyError(f"episode {episode_id} was deleted while it was being read")
+        return out

@@ -1,0 +1,450 @@
+"""The one writer of a replay store: episodes are appended a whole chunk at a time, then committed.
+
+Commit protocol (see DESIGN.md "The replay store"): for every write the arrays are resized and the
+data written first; only then is the episode group's `length` attribute advanced. Readers trust
+`length` alone. Every file write is atomic (atomic.AtomicLocalStore), so a kill -9 at any instant
+leaves the committed prefix whole, and `repair.repair_store` trims the rest on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+from zarr.core.array import AsyncArray
+from zarr.core.sync import sync as zarr_sync
+
+from replay.atomic import PARTIAL_SUFFIX, AtomicLocalStore, fsync_dir, fsync_file, fsync_tree, remove_tree
+from replay.compat import compare_meta
+from replay.lock import WriterLock
+from replay.repair import repair_store
+from replay.schema import (
+    DIRECTIONS,
+    EPISODES,
+    KINDS,
+    RESERVED_ATTRS,
+    SCHEMA_VERSION,
+    STORE_FORMAT,
+    ArraySpec,
+    EpisodeInfo,
+    StoreError,
+    StoreMeta,
+    array_specs,
+    episode_id,
+    info_from_attrs,
+    is_episode_id,
+    jsonable,
+    read_node_attrs,
+)
+from replay.step import StepValidator
+
+# Low-dimensional arrays are tiny; a chunk of this many image chunks keeps the file count down.
+# Their partial chunks are rewritten (read-modify-write) at each commit, which costs microseconds.
+LOWDIM_CHUNK_FACTOR = 16
+
+_IMAGE_CODEC = {"cname": "zstd", "clevel": 3, "shuffle": "bitshuffle"}
+_LOWDIM_CODEC = {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}
+
+
+def _free_attrs(attrs: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    attrs = jsonable(dict(attrs or {}), what)
+    bad = sorted(set(attrs) & RESERVED_ATTRS)
+    if bad:
+        raise ValueError(f"{what} may not set {bad}: the store manages those itself")
+    return attrs
+
+
+class ReplayWriter:
+    """Exclusive writer of one store directory. Use `ReplayWriter.open(...)`; thread-safe."""
+
+    def __init__(
+        self,
+        root: Path,
+        store: AtomicLocalStore,
+        lock: WriterLock,
+        root_group: zarr.Group,
+        chunk_steps: int,
+        repairs: list[str],
+    ) -> None:
+        self.path = root
+        self.chunk_steps = chunk_steps
+        self.repairs = repairs  # what was repaired at open, for the log
+        self._store = store
+        self._lock = lock
+        self._root = root_group
+        self._attrs = dict(root_group.attrs.asdict())
+        self._specs = array_specs(self._attrs)
+        self._episodes = zarr.open_group(store=store, path=EPISODES, mode="r+")
+        self._mutex = threading.RLock()
+        self._current: EpisodeWriter | None = None
+        existing = [int(p.name) for p in (root / EPISODES).iterdir() if is_episode_id(p.name)]
+        self._next = max([int(self._attrs.get("next_episode", 0)), *[n + 1 for n in existing]])
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], meta: StoreMeta, chunk_steps: int = 16) -> ReplayWriter:
+        """Create or open the store at `path`, take the writer lock and repair a killed writer's leftovers."""
+        if not isinstance(meta, StoreMeta):
+            raise TypeError(f"meta must be a StoreMeta, got {type(meta).__name__}")
+        if not isinstance(chunk_steps, int) or isinstance(chunk_steps, bool) or chunk_steps < 1:
+            raise ValueError(f"chunk_steps must be a positive int, got {chunk_steps!r}")
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(root)
+        try:
+            store = AtomicLocalStore(root)
+            root_group = _open_root(store, root, meta)
+            repairs = repair_store(store, root)
+            return cls(root, store, lock, root_group, chunk_steps, repairs)
+        except BaseException:
+            lock.release()
+            raise
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self._attrs)
+
+    @property
+    def current(self) -> EpisodeWriter | None:
+        """The open episode, if any."""
+        return self._current
+
+    def begin_episode(self, kind: str, direction: str, attrs: Mapping[str, Any] | None = None) -> EpisodeWriter:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        free = _free_attrs(attrs, "episode attrs")
+        with self._mutex:
+            self._check_open()
+            if self._current is not None:
+                raise StoreError(f"episode {self._current.id} is still open; close or discard it first")
+            number = self._next
+            ep_id = episode_id(number)
+            # Count first, so an id is never handed out twice even if this episode is later deleted.
+            self._attrs["next_episode"] = number + 1
+            self._root.attrs.put(self._attrs)
+            self._next = number + 1
+            ep_attrs = {
+                **free,
+                "kind": kind,
+                "direction": direction,
+                "closed": False,
+                "length": 0,
+                "success": None,
+                "started_at": time.time(),
+                "started_monotonic": time.monotonic(),
+                "ended_at": None,
+                "events": [],
+                "policy_versions": [],
+                "intervention_steps": 0,
+                "meta_revision": int(self._attrs.get("meta_revision", 0)),
+                "uid": uuid.uuid4().hex,
+                "writer_pid": os.getpid(),
+            }
+            # The group's attrs are its first file: from here on repair knows this directory is ours.
+            group = self._episodes.create_group(ep_id, attributes=ep_attrs)
+            obs = group.create_group("obs")
+            arrays = {}
+            for key, spec in self._specs.items():
+                parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
+                arrays[key] = _create_array(parent, name, spec, self.chunk_steps)
+            self._current = EpisodeWriter(self, ep_id, group, arrays, self._specs, ep_attrs, self.chunk_steps)
+            return self._current
+
+    def close(self) -> None:
+        """Close the open episode (keeping its data) and release the lock. Idempotent."""
+        with self._mutex:
+            if not self._lock.held:
+                return
+            try:
+                ep = self._current
+                if ep is not None:
+                    ep.close(**({} if "end_reason" in ep._attrs else {"end_reason": "writer_closed"}))
+            finally:
+                self._current = None
+                self._lock.release()
+
+    def __enter__(self) -> ReplayWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if not self._lock.held:
+            raise StoreError(f"the writer of {self.path} is closed")
+
+    def _episode_done(self, ep: EpisodeWriter) -> None:
+        if self._current is ep:
+            self._current = None
+
+
+class EpisodeWriter:
+    """One open episode. Steps are buffered in RAM and written a whole chunk at a time."""
+
+    def __init__(
+        self,
+        owner: ReplayWriter,
+        ep_id: str,
+        group: zarr.Group,
+        arrays: dict[str, zarr.Array],
+        specs: dict[str, ArraySpec],
+        attrs: dict[str, Any],
+        chunk_steps: int,
+    ) -> None:
+        self.id = ep_id
+        self._owner = owner
+        self._mutex = owner._mutex
+        self._group = group
+        self._dir = owner.path / EPISODES / ep_id
+        self._arrays = arrays
+        self._specs = specs
+        self._attrs = attrs
+        self._chunk = chunk_steps
+        self._grow = chunk_steps * LOWDIM_CHUNK_FACTOR
+        self._validator = StepValidator(specs)
+        # The buffer always starts at a chunk boundary: steps already written by a partial flush stay
+        # in it, so the next write covers the whole chunk instead of re-reading it from disk.
+        self._buf = {k: np.zeros((chunk_steps, *s.shape), dtype=s.dtype) for k, s in specs.items()}
+        self._chunk_start = 0
+        self._fill = 0
+        self._committed = 0
+        self._attrs_dirty = False
+        self._versions: set[int] = set()
+        self._state = "open"  # open | closed | deleted | discarded
+
+    @property
+    def length(self) -> int:
+        """Steps appended so far (written or still buffered)."""
+        return self._chunk_start + self._fill
+
+    @property
+    def committed(self) -> int:
+        """Steps readers can see."""
+        return self._committed
+
+    @property
+    def closed(self) -> bool:
+        return self._state != "open"
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._attrs)
+
+    def append(self, step: Mapping[str, Any]) -> None:
+        """Add one step. A full buffer (one chunk) is written and committed first.
+
+        If this raises, the step was not taken and everything appended before it is kept
+        (still buffered if the write failed, e.g. disk full), so the same step can be retried.
+        """
+        with self._mutex:
+            self._check_open()
+            values = self._validator.check(step)
+            if self._fill == self._chunk:
+                self._write_and_commit()
+            for key, v in values.items():
+                self._buf[key][self._fill] = v
+            self._fill += 1
+            self._validator.accepted(values)
+            version = values["policy_version"]
+            if version not in self._versions:
+                self._versions.add(version)
+                self._attrs["policy_versions"] = sorted(self._versions)
+            if values["intervention"]:
+                self._attrs["intervention_steps"] += 1
+
+    def add_event(self, event: Mapping[str, Any]) -> None:
+        """Record an event (e.g. an intervention); `step` and `time` default to now. Saved at the next commit."""
+        with self._mutex:
+            self._check_open()
+            ev = jsonable(dict(event), "event")
+            ev.setdefault("step", self.length)
+            ev.setdefault("time", time.time())
+            self._attrs["events"] = [*self._attrs["events"], ev]
+            self._attrs_dirty = True
+
+    def update_attrs(self, **kv: Any) -> None:
+        """Set free-form attrs (session id, phase, ...). Saved at the next commit."""
+        with self._mutex:
+            self._check_open()
+            self._attrs.update(_free_attrs(kv, "update_attrs"))
+            self._attrs_dirty = True
+
+    def flush(self) -> None:
+        """Write buffered steps (a partial chunk is fine) and commit them and pending attrs."""
+        with self._mutex:
+            self._check_open()
+            self._write_and_commit()
+
+    def close(self, success: bool | None = None, **attrs: Any) -> EpisodeInfo:
+        """Flush, fsync and mark closed. An episode without steps is deleted (the result has length 0)."""
+        if success is not None and not isinstance(success, bool | np.bool_):
+            raise ValueError(f"success must be True, False or None, got {success!r}")
+        free = _free_attrs(attrs, "close attrs")
+        with self._mutex:
+            self._check_open()
+            if self.length == 0:
+                remove_tree(self._dir)
+                self._state = "deleted"
+                self._owner._episode_done(self)
+                info = info_from_attrs(self.id, {**self._attrs, **free, "closed": True, "deleted": True})
+                info.ended_at = time.time()
+                return info
+            final = {**self._attrs, **free}
+            final.setdefault("end_reason", "closed")
+            final.update(closed=True, success=None if success is None else bool(success), ended_at=time.time())
+            try:
+                self._write_data()
+                self._trim_arrays()
+                fsync_tree(self._dir)  # data is durable before the marker says "closed"
+                self._commit(final)
+            except OSError as e:
+                raise StoreError(f"closing episode {self.id} failed ({e}); it stays open, retry close") from e
+            self._state = "closed"
+            self._owner._episode_done(self)
+            fsync_file(self._dir / "zarr.json")
+            fsync_dir(self._dir)
+            return info_from_attrs(self.id, self._attrs)
+
+    def discard(self) -> None:
+        """Delete this episode, open or closed (e.g. the operator threw a demonstration away)."""
+        with self._mutex:
+            if self._state in ("deleted", "discarded"):
+                raise StoreError(f"episode {self.id} was already deleted")
+            self._owner._check_open()  # only the lock holder changes the store
+            remove_tree(self._dir)
+            self._state = "discarded"
+            self._owner._episode_done(self)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StoreError(f"episode {self.id} is {self._state}; begin a new episode to record more steps")
+        self._owner._check_open()
+
+    def _write_and_commit(self) -> None:
+        try:
+            if self._write_data() or self._attrs_dirty:
+                self._commit()
+        except OSError as e:
+            raise StoreError(
+                f"writing steps {self._chunk_start}..{self.length - 1} of episode {self.id} failed ({e}); "
+                f"they stay buffered and the write is retried by the next append/flush/close"
+            ) from e
+        if self._fill == self._chunk:
+            self._chunk_start += self._chunk
+            self._fill = 0
+
+    def _write_data(self) -> bool:
+        end = self._chunk_start + self._fill
+        if end <= self._committed:
+            return False
+        start, fill = self._chunk_start, self._fill
+        # Arrays grow ahead in big steps (one metadata write per array per low-dim chunk) and are
+        # cut to the exact length at close; readers go by `length`, never by array shapes.
+        capacity = -(-end // self._grow) * self._grow
+
+        async def write_one(key: str, arr: AsyncArray[Any]) -> None:
+            if arr.shape[0] < end:
+                await arr.resize((capacity, *arr.shape[1:]))
+            await arr.setitem(slice(start, end), self._buf[key][:fill])
+
+        async def write_all() -> None:
+            await asyncio.gather(*(write_one(k, a.async_array) for k, a in self._arrays.items()))
+
+        # One trip to zarr's event loop for all arrays: encodes and file writes overlap.
+        zarr_sync(write_all())
+        return True
+
+    def _trim_arrays(self) -> None:
+        end = self.length
+
+        async def trim_all() -> None:
+            arrays = [a.async_array for a in self._arrays.values() if a.shape[0] != end]
+            await asyncio.gather(*(a.resize((end, *a.shape[1:])) for a in arrays))
+
+        zarr_sync(trim_all())
+
+    def _commit(self, attrs: dict[str, Any] | None = None) -> None:
+        """Advance the marker readers trust. Called only after the data it covers is written."""
+        end = self._chunk_start + self._fill
+        attrs = {**(self._attrs if attrs is None else attrs), "length": end, "committed_at": time.time()}
+        self._group.attrs.put(attrs)
+        self._attrs = attrs
+        self._committed = end
+        self._attrs_dirty = False
+
+
+def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: int) -> zarr.Array:
+    if spec.is_image:
+        chunks = (chunk_steps, *spec.shape)
+        codec = BloscCodec(**_IMAGE_CODEC)
+        dims = ("step", "y", "x", "rgb")
+    else:
+        chunks = (chunk_steps * LOWDIM_CHUNK_FACTOR, *spec.shape)
+        codec = BloscCodec(**_LOWDIM_CODEC)
+        dims = ("step", *(f"d{i}" for i in range(len(spec.shape))))
+    return parent.create_array(
+        name,
+        shape=(0, *spec.shape),
+        chunks=chunks,
+        dtype=spec.dtype,
+        compressors=[codec],
+        fill_value=spec.dtype.type(0),
+        dimension_names=dims,
+        # Always write chunks: skips zarr's scan of every chunk for "all zeros" (~5 ms per image
+        # chunk) and a chunk file then exists for every written step, black frames included.
+        config={"write_empty_chunks": True},
+    )
+
+
+def _open_root(store: AtomicLocalStore, root: Path, meta: StoreMeta) -> zarr.Group:
+    """Create the root group, or check `meta` against it and record compatible changes."""
+    new = meta.to_attrs()
+    existing = read_node_attrs(root)
+    if existing is None:
+        others = sorted(p.name for p in root.iterdir() if not p.name.endswith(PARTIAL_SUFFIX))
+        if others:
+            raise StoreError(f"{root} is not a replay store (no zarr.json) but holds {others[:5]}; refusing to write")
+        attrs = {
+            "format": STORE_FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            **new,
+            "created_at": time.time(),
+            "meta_revision": 0,
+            "meta_history": [],
+            "next_episode": 0,
+            "writer": WriterLock.holder_record(),
+        }
+        group = zarr.create_group(store=store, attributes=attrs)
+    else:
+        if existing.get("format") != STORE_FORMAT:
+            raise StoreError(f"{root} is a zarr store but not a replay store (format={existing.get('format')!r})")
+        if existing.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(
+                f"{root} has replay schema version {existing.get('schema_version')!r}; "
+                f"this code reads version {SCHEMA_VERSION}"
+            )
+        problems, changes = compare_meta(existing, new)
+        if problems:
+            raise StoreError(f"store {root} was recorded with different, incompatible metadata: " + "; ".join(problems))
+        group = zarr.open_group(store=store, mode="r+")
+        attrs = {**existing, "writer": WriterLock.holder_record()}
+        if changes:
+            revision = int(existing.get("meta_revision", 0)) + 1
+            history = [*existing.get("meta_history", []), {"revision": revision, "at": time.time(), "changes": changes}]
+            attrs.update(new, meta_revision=revision, meta_history=history)
+        group.attrs.put(attrs)
+    if read_node_attrs(root / EPISODES) is None:
+        zarr.create_group(store=store, path=EPISODES)
+    fsync_file(root / "zarr.json")
+    fsync_dir(root)
+    return group

@@ -1,0 +1,47 @@
+"""Request bodies of the operator API (responses are plain JSON documents of the daemon's state)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReasonBody(Body):
+    reason: str = Field("", max_length=500)
+
+
+class InterventionBody(Body):
+    reason: str = Field(..., min_length=1, max_length=500, description="what the operator had to do and why")
+
+
+class DemoStart(Body):
+    direction: Literal["forward", "backward"]
+    source: Literal["teleop", "expert"] = Field("teleop", description="expert: the scripted sim expert")
+    max_steps: int = Field(600, ge=1, le=100_000, description="the demo ends by itself after this many steps")
+
+
+class DemoFinish(Body):
+    success: bool
+
+
+class KeyboardInput(Body):
+    """Held keys from the page, as axes in [-1, 1]; they expire after `hold_s` unless repeated."""
+
+    x: float = Field(0.0, ge=-1, le=1)
+    y: float = Field(0.0, ge=-1, le=1)
+    z: float = Field(0.0, ge=-1, le=1)
+    yaw: float = Field(0.0, ge=-1, le=1)
+    gripper: Literal["open", "close"] | None = None
+    hold_s: float = Field(0.3, gt=0, le=2.0)
+
+
+class LearnerReport(Body):
+    """What the learner tells the operator: training progress and classifier diagnostics."""
+
+    step: int = Field(..., ge=0)
+    metrics: dict[str, float] = Field(default_factory=dict, max_length=200)

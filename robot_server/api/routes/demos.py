@@ -1,0 +1,34 @@
+"""Demonstrations: start recording by direction, finish with success or failure, discard."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, status
+
+from robot_server.api.auth import read_access, require_token
+from robot_server.api.deps import command, daemon_of, jsonable
+from robot_server.api.models import DemoFinish, DemoStart
+
+router = APIRouter(prefix="/demos", tags=["demos"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)])
+async def start_demo(request: Request, body: DemoStart) -> dict:
+    """Start recording a demonstration (teleop: SpaceMouse or keyboard; expert: sim only)."""
+    await command(request, lambda s: s.start_demo(body.direction, body.source, body.max_steps))
+    return {"recording": True, **body.model_dump()}
+
+
+@router.get("/current", dependencies=[Depends(read_access)])
+async def current_demo(request: Request) -> dict:
+    st = daemon_of(request).status()
+    return jsonable({"demo": st.get("demo"), "last": daemon_of(request).supervisor.last_demo})
+
+
+@router.post("/current/finish", dependencies=[Depends(require_token)])
+async def finish_demo(request: Request, body: DemoFinish) -> dict:
+    return jsonable(await command(request, lambda s: s.finish_demo(body.success)))
+
+
+@router.post("/current/discard", dependencies=[Depends(require_token)])
+async def discard_demo(request: Request) -> dict:
+    return jsonable(await command(request, lambda s: s.discard_demo()))

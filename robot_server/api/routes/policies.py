@@ -1,0 +1,54 @@
+"""Checkpoint intake from the learner: validated off the control thread, swapped in between ticks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from robot_server.api.auth import read_access, require_token
+from robot_server.api.deps import daemon_of, jsonable
+
+router = APIRouter(prefix="/policies", tags=["policies"])
+
+CHECKPOINT_BODY = {
+    "required": True,
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    "description": "a policy checkpoint: safetensors with its metadata (policies.checkpoint)",
+}
+
+
+@router.get("", dependencies=[Depends(read_access)])
+async def list_policies(request: Request) -> dict:
+    return jsonable(daemon_of(request).policies.summary())
+
+
+@router.put(
+    "/{direction}",
+    dependencies=[Depends(require_token)],
+    openapi_extra={"requestBody": CHECKPOINT_BODY},
+    responses={400: {"description": "not a valid checkpoint"}, 409: {"description": "version not newer"},
+               413: {"description": "too large"}, 422: {"description": "spec or direction mismatch"}},
+)
+async def put_policy(request: Request, direction: Literal["forward", "backward"]) -> dict:
+    """Accept a new policy for one direction; the running policy stays if anything is wrong."""
+    from policies.intake import CheckpointRejected
+
+    d = daemon_of(request)
+    limit = int(d.cfg.server.max_checkpoint_mb * 1e6)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"checkpoint larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"checkpoint larger than {limit} bytes")
+    if not body:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "empty body: send the checkpoint bytes")
+    try:
+        return jsonable(await run_in_threadpool(d.accept_checkpoint, direction, bytes(body)))
+    except CheckpointRejected as exc:
+        d.policies.rejected += 1
+        raise HTTPException(exc.status_code, exc.message) from None

@@ -1,0 +1,70 @@
+"""Practice sessions: start, pause, resume, stop, manual-reset requests."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+
+from robot_server.api.auth import read_access, require_token
+from robot_server.api.deps import command, daemon_of, jsonable
+from robot_server.api.models import ReasonBody
+from robot_server.session import SessionParams
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)])
+async def start_session(request: Request, params: SessionParams) -> dict:
+    """Start a practice (or evaluation) session; 409 if one is running or a demo is recording."""
+    return jsonable(await command(request, lambda s: s.start_session(params)))
+
+
+@router.get("/current", dependencies=[Depends(read_access)])
+async def current_session(request: Request) -> dict:
+    st = daemon_of(request).status()
+    if not st.get("session"):
+        last = daemon_of(request).supervisor.last_session
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            "no session is running" + (f"; the last one ended: {last['end_reason']}" if last else ""),
+        )
+    return jsonable({"session": st["session"], "stage": st["stage"], "help_requests": st["help_requests"]})
+
+
+@router.get("/last", dependencies=[Depends(read_access)])
+async def last_session(request: Request) -> dict:
+    last = daemon_of(request).supervisor.last_session
+    if last is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no session has ended yet")
+    return jsonable(last)
+
+
+@router.post("/current/pause", dependencies=[Depends(require_token)])
+async def pause(request: Request) -> dict:
+    await command(request, lambda s: s.pause_session())
+    return {"stage": "paused"}
+
+
+@router.post("/current/resume", dependencies=[Depends(require_token)])
+async def resume(request: Request) -> dict:
+    await command(request, lambda s: s.resume_session())
+    return {"stage": "acting"}
+
+
+@router.post("/current/stop", dependencies=[Depends(require_token)])
+async def stop(request: Request) -> dict:
+    return jsonable(await command(request, lambda s: s.stop_session()))
+
+
+@router.post("/current/reset-request", dependencies=[Depends(require_token)])
+async def request_reset(request: Request, body: ReasonBody | None = None) -> dict:
+    """Ask for a manual scene reset at the next switch to forward (counted as an intervention)."""
+    reason = (body.reason if body else "") or "operator requested a reset"
+    await command(request, lambda s: s.request_reset(reason))
+    return {"reset_requested": reason}
+
+
+@router.post("/current/reset-done", dependencies=[Depends(require_token)])
+async def reset_done(request: Request) -> dict:
+    """The scene has been put back by hand: continue with the forward phase."""
+    await command(request, lambda s: s.confirm_reset())
+    return {"stage": "acting"}

@@ -1,0 +1,78 @@
+"""Health, status, metrics, emergency stop, arm commands, keyboard teleop, learner reports."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from robot_server.api.auth import read_access, require_token
+from robot_server.api.deps import command, daemon_of, jsonable
+from robot_server.api.metrics import render_metrics
+from robot_server.api.models import KeyboardInput, LearnerReport, ReasonBody
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    d = daemon_of(request)
+    alive = d.loop.running
+    body = {"ok": alive, "control_loop_alive": alive, "uptime_s": round(time.time() - d.started_at, 1)}
+    return JSONResponse(body, status_code=200 if alive else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@router.get("/status", dependencies=[Depends(read_access)])
+async def get_status(request: Request) -> dict:
+    return jsonable(daemon_of(request).status())
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(read_access)])
+async def metrics(request: Request) -> Response:
+    body, ctype = render_metrics(daemon_of(request))
+    return Response(body, media_type=ctype)
+
+
+@router.post("/estop", dependencies=[Depends(require_token)])
+async def estop(request: Request, body: ReasonBody | None = None) -> dict:
+    """Emergency stop: motion halts at the next tick and stays halted until released."""
+    reason = (body.reason if body else "") or "operator"
+    await command(request, lambda s: s.estop(reason))
+    return {"estop": True}
+
+
+@router.post("/estop/release", dependencies=[Depends(require_token)])
+async def release_estop(request: Request) -> dict:
+    await command(request, lambda s: s.release_estop())
+    return {"estop": False}
+
+
+@router.post("/arm/home", dependencies=[Depends(require_token)])
+async def arm_home(request: Request) -> dict:
+    await command(request, lambda s: s.go_home())
+    return {"homing": True}
+
+
+@router.post("/arm/resume", dependencies=[Depends(require_token)])
+async def arm_resume(request: Request) -> dict:
+    """After the arm paused itself (repeated reflexes), let it move again."""
+    await command(request, lambda s: s.resume_arm())
+    return {"resumed": True}
+
+
+@router.post("/teleop/keyboard", dependencies=[Depends(require_token)])
+async def keyboard(request: Request, body: KeyboardInput) -> dict:
+    """The page's keyboard fallback: held keys as axes, expiring after `hold_s`."""
+    kb = daemon_of(request).keyboard
+    kb.set(x=body.x, y=body.y, z=body.z, yaw=body.yaw, gripper=body.gripper, hold_s=body.hold_s)
+    return jsonable(kb.status())
+
+
+@router.put("/learner/status", dependencies=[Depends(require_token)])
+async def learner_status(request: Request, body: LearnerReport) -> dict:
+    """The learner's progress and classifier diagnostics, shown to the operator."""
+    d = daemon_of(request)
+    d.learner_report = {"received_at": time.time(), "step": body.step, "metrics": body.metrics,
+                        "classifier": {k: v for k, v in body.metrics.items() if k.startswith("clf")}}
+    return {"ok": True}

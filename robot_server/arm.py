@@ -1,0 +1,102 @@
+"""The arm interface every backend implements (franky on hardware or franka-sim, MuJoCo `sim`).
+
+Only the control thread calls these methods. `read()` and `send_target()` must return within a
+few milliseconds; motions (a target, going home, the gripper) run asynchronously.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ArmMode(enum.StrEnum):
+    READY = "ready"  # accepting targets
+    HOMING = "homing"  # a move to the home pose is running; targets are ignored
+    REFLEX = "reflex"  # the controller stopped on an error; recovery pending
+    RECOVERING = "recovering"
+    PAUSED = "paused"  # too many failures: waits for the operator (resume())
+    STOPPED = "stopped"  # emergency stop: no motion until resume()
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class ArmState:
+    position: np.ndarray  # (3,) end-effector position in the base frame, m
+    quaternion: np.ndarray  # (4,) end-effector orientation, w x y z
+    yaw: float  # rotation about the base z axis, rad
+    gripper_width: float  # m
+    joints: np.ndarray  # (7,) rad
+    external_force: np.ndarray  # (6,) external wrench at the end-effector, base frame, N and Nm
+    mode: ArmMode
+    timestamp: float  # camera.base.now() when read
+    gripper_closed: bool = False  # the last gripper command
+
+
+@dataclass(frozen=True)
+class ArmTarget:
+    """An absolute end-effector goal for this tick; roll and pitch are held by the backend."""
+
+    position: np.ndarray  # (3,) m, already clipped to the workspace box
+    yaw: float | None  # rad; None = hold the current yaw
+    gripper_closed: bool
+
+
+@dataclass
+class ArmStats:
+    targets: int = 0
+    reflexes: int = 0
+    recoveries: int = 0
+    failed_recoveries: int = 0
+    homings: int = 0
+    last_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "targets": self.targets,
+            "reflexes": self.reflexes,
+            "recoveries": self.recoveries,
+            "failed_recoveries": self.failed_recoveries,
+            "homings": self.homings,
+            "last_error": self.last_error,
+        }
+
+
+class Arm(abc.ABC):
+    @abc.abstractmethod
+    def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def read(self) -> ArmState:
+        """Current state; fast and non-blocking. Also advances any recovery state machine."""
+
+    @abc.abstractmethod
+    def send_target(self, target: ArmTarget) -> None:
+        """Start tracking `target`; returns at once. Ignored unless the mode is READY."""
+
+    @abc.abstractmethod
+    def go_home(self) -> None:
+        """Start moving to the home joint pose; `read().mode` is HOMING until it arrives."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Halt all motion now and enter STOPPED (emergency stop)."""
+
+    @abc.abstractmethod
+    def resume(self) -> None:
+        """Leave STOPPED or PAUSED (operator decision) and accept targets again."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> ArmStats: ...
+
+    def help_request(self) -> str | None:
+        """Why the arm needs the operator (e.g. paused after repeated reflexes), or None."""
+        return None

@@ -1,0 +1,291 @@
+"""Typed configuration: one YAML file, overridden by ``ROBOT__SECTION__FIELD`` environment variables.
+
+Every process (daemon, learner, tools) loads the same file, so a robot is described once.
+A bad value fails at start with a message that names the field, e.g. ``arm.host: ...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from camera.config import CameraConfig
+
+ENV_PREFIX = "ROBOT__"
+
+
+class Strict(BaseModel):
+    # Unknown keys are almost always typos in a YAML file: refuse them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImpedanceConfig(Strict):
+    translational_stiffness: float = Field(2000.0, gt=0)
+    rotational_stiffness: float = Field(150.0, gt=0)
+
+
+class RecoveryConfig(Strict):
+    max_failures: int = Field(3, ge=1, description="reflexes tolerated inside `window_s` before pausing")
+    window_s: float = Field(600.0, gt=0)
+    retreat_m: float = Field(0.02, ge=0, description="move up this far after a reflex before resuming")
+    go_home_after: bool = False
+
+
+class ArmConfig(Strict):
+    backend: Literal["sim", "franky"] = "sim"
+    host: str = "172.16.0.2"
+    realtime: Literal["ignore", "enforce"] = "ignore"
+    dynamics_factor: float = Field(0.15, gt=0, le=1)
+    collision_torque: float = Field(20.0, gt=0, description="joint torque collision threshold, Nm")
+    collision_force: float = Field(30.0, gt=0, description="Cartesian force collision threshold, N")
+    # Franka's usual ready pose.
+    home_joints: list[float] = Field(
+        default_factory=lambda: [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], min_length=7, max_length=7
+    )
+    tracking: Literal["impedance", "cartesian"] = "impedance"
+    impedance: ImpedanceConfig = Field(default_factory=ImpedanceConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    gripper_speed: float = Field(0.05, gt=0)
+    gripper_force: float = Field(20.0, gt=0)
+
+
+class WorkspaceConfig(Strict):
+    """The safety box for the end-effector, in the robot base frame (metres)."""
+
+    low: list[float] = Field(default_factory=lambda: [0.30, -0.25, 0.02], min_length=3, max_length=3)
+    high: list[float] = Field(default_factory=lambda: [0.70, 0.25, 0.40], min_length=3, max_length=3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkspaceConfig:
+        for axis, lo, hi in zip("xyz", self.low, self.high, strict=True):
+            if lo >= hi:
+                raise ValueError(f"low[{axis}]={lo} must be below high[{axis}]={hi}")
+        return self
+
+
+class ActionConfig(Strict):
+    yaw: bool = False
+    max_translation_m: float = Field(0.02, gt=0, le=0.05, description="per step; 2 cm = 0.2 m/s at 10 Hz")
+    max_yaw_rad: float = Field(0.2, gt=0, le=0.5)
+
+
+class ControlConfig(Strict):
+    rate_hz: float = Field(10.0, gt=0, le=100)
+    max_frame_age_ticks: float = Field(2.0, gt=0)
+    # 0 keeps normal scheduling. SCHED_FIFO is opt-in: a busy-waiting real-time thread can starve
+    # everything else on a small machine.
+    realtime_priority: int = Field(0, ge=0, le=99)
+    status_line: bool = True
+
+
+class StoreConfig(Strict):
+    path: Path = Path("data/sim.zarr")
+    chunk_steps: int = Field(16, ge=1, le=1000)
+
+
+class SessionConfig(Strict):
+    phase_steps: int = Field(200, ge=1, description="steps per forward or backward phase")
+    home_every: int = Field(1000, ge=0, description="arm-only return home every N steps (0 = never)")
+    seed: int = 0
+    help_after_steps: int = Field(
+        3000, ge=0, description="ask the operator for help after this many steps with no progress (0 = never)"
+    )
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: str = Field("change-me", min_length=8)
+    protect_reads: bool = False
+    checkpoint_dir: Path = Path("data/policies")
+    max_checkpoint_mb: float = Field(512.0, gt=0)
+
+
+class SpaceMouseConfig(Strict):
+    enabled: bool = False
+    path: str | None = Field(None, description="hidraw device path; None = first 3Dconnexion device")
+    rate_hz: float = Field(200.0, ge=100)
+    deadzone: float = Field(0.08, ge=0, lt=1)
+    full_scale: float = Field(350.0, gt=0, description="raw axis value that maps to 1.0")
+    scale: list[float] = Field(default_factory=lambda: [1, 1, 1, 1, 1, 1], min_length=6, max_length=6)
+    takeover_release_s: float = Field(1.0, ge=0, description="idle time before control returns to the policy")
+    retry_s: float = Field(2.0, gt=0, description="seconds between attempts to find or reopen the device")
+    gripper_button: int = Field(0, ge=0, le=63, description="button bit that toggles the gripper (0 = left)")
+    demo_button: int = Field(1, ge=0, le=63, description="button bit that starts/stops a demo (1 = right)")
+
+    @model_validator(mode="after")
+    def _distinct_buttons(self) -> SpaceMouseConfig:
+        if self.gripper_button == self.demo_button:
+            raise ValueError(f"gripper_button and demo_button are both {self.demo_button}")
+        return self
+
+
+class TeleopConfig(Strict):
+    spacemouse: SpaceMouseConfig = Field(default_factory=SpaceMouseConfig)
+
+
+class SimConfig(Strict):
+    task: Literal["push_cube"] = "push_cube"
+    physics_hz: float = Field(500.0, ge=100)
+    render_hz: float = Field(15.0, gt=0, le=60)
+    realtime_factor: float = Field(1.0, gt=0, le=20)
+    seed: int = 0
+
+
+class NetworkConfig(Strict):
+    """Sizes follow MEDALPP.md: `robot` (1024/256, N=5) and `sim` (256/50, N=10); `tiny` is for CI."""
+
+    preset: Literal["robot", "sim", "tiny"] = "robot"
+    hidden_dim: int | None = Field(None, ge=1)
+    feature_dim: int | None = Field(None, ge=1)
+    num_critics: int | None = Field(None, ge=2)
+    encoder_channels: int | None = Field(None, ge=1)
+
+
+class LearnerConfig(Strict):
+    mode: Literal["pixels", "state"] = "pixels"
+    setting: Literal["robot", "sim"] = Field("robot", description="which MEDALPP.md column of values")
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    batch_size: int = Field(256, ge=2)
+    demo_rows: int | None = Field(None, ge=0, description="demo rows per batch; default 64 robot / 32 sim")
+    seed_steps: int | None = Field(None, ge=0)
+    utd: int | None = Field(None, ge=1)
+    capacity: int = Field(200_000, ge=100)
+    lr: float = Field(3e-4, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1)
+    tau: float = Field(0.005, gt=0, le=1)
+    push_every: int = Field(200, ge=1, description="push policies every N agent updates")
+    save_every: int = Field(1000, ge=1, description="write the training checkpoint every N updates")
+    poll_s: float = Field(1.0, gt=0)
+    run_dir: Path = Path("runs/learner")
+    max_updates_per_step: float = Field(
+        4.0, gt=0, description="never train more than this many updates per collected step"
+    )
+    # Schedules (MEDALPP.md); None = the setting's default.
+    bc_forward: tuple[float, float, int, int] | None = None
+    bc_backward: tuple[float, float, int, int] | None = None
+    clf_forward_every: int | None = Field(None, ge=1)
+    clf_backward_every: int | None = Field(None, ge=1)
+    clf_forward_cameras: list[str] | None = Field(
+        None, description="views of the goal classifier; default: robot wrist only, sim all views"
+    )
+    bc_batch_size: int | None = Field(None, ge=1, description="rows of the separate BC demo batch; default demo_rows")
+    tail_open: bool = Field(True, description="also learn from the committed prefix of the open practice segment")
+
+
+class Config(Strict):
+    robot: str = "sim-panda"
+    arm: ArmConfig = Field(default_factory=ArmConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
+    action: ActionConfig = Field(default_factory=ActionConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    session: SessionConfig = Field(default_factory=SessionConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    teleop: TeleopConfig = Field(default_factory=TeleopConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_names(cls, cams: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in cams]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"camera names must be unique, repeated: {sorted(dup)}")
+        return cams
+
+    def camera(self, name: str) -> CameraConfig:
+        for cam in self.cameras:
+            if cam.name == name:
+                return cam
+        raise KeyError(name)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with one line per bad field."""
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any, env_name: str) -> None:
+    node: Any = tree
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, key, env_name)]
+            continue
+        nxt = node.get(key)
+        if nxt is None:
+            nxt = node[key] = {}
+        if not isinstance(nxt, dict | list):
+            raise ConfigError(f"{env_name}: {'.'.join(keys[: i + 1])} is not a section")
+        node = nxt
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, env_name)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(items: list[Any], key: str, env_name: str) -> int:
+    # Lists of named items (cameras) are addressed by name, e.g. ROBOT__CAMERAS__WRIST__SERIAL.
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and str(item.get("name", "")).lower() == key:
+            return i
+    if key.isdigit() and int(key) < len(items):
+        return int(key)
+    raise ConfigError(f"{env_name}: no list item named or numbered {key!r}")
+
+
+def apply_env_overrides(tree: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """``ROBOT__ARM__HOST=10.0.0.2`` sets ``arm.host``; values are parsed as YAML scalars."""
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a valid YAML value: {exc}") from exc
+        _set_path(tree, keys, value, name)
+    return tree
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"  {where}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(tree: Mapping[str, Any], source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    data = apply_env_overrides(copy.deepcopy(dict(tree)), os.environ if env is None else env)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a YAML config; relative store/run paths stay relative to the working dir."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return parse_config(tree, str(path), env)

@@ -1,0 +1,247 @@
+"""The robot server process: devices, control loop, store writer and the operator API, wired once."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from camera.base import Camera
+from robot_server.action_space import ActionSpace
+from robot_server.config import Config
+from robot_server.devices import Devices, build_devices
+from robot_server.loop import ControlLoop
+from robot_server.observation import Observer
+from robot_server.policy_slots import PolicySlots
+from robot_server.recorder import Recorder
+from robot_server.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log through a queue: no thread (the tick least of all) ever blocks on a slow stderr."""
+    root = logging.getLogger()
+    if any(isinstance(h, logging.handlers.QueueHandler) for h in root.handlers):
+        return
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    out = logging.StreamHandler(sys.stderr)
+    out.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    listener = logging.handlers.QueueListener(q, out)
+    listener.start()
+    root.handlers[:] = [logging.handlers.QueueHandler(q)]
+    root.setLevel(level)
+
+
+def store_meta(cfg: Config, space: ActionSpace, state_dim: int | None):
+    from replay.store import StoreMeta
+
+    cams = []
+    for c in cfg.cameras:
+        r = c.crop_rect
+        cams.append(
+            {
+                "name": c.name,
+                "height": c.output.height,
+                "width": c.output.width,
+                "full_width": c.width,
+                "full_height": c.height,
+                "crop": {"x": r.x, "y": r.y, "w": r.w, "h": r.h},
+                "backend": c.backend,
+                "serial": c.serial,
+            }
+        )
+    return StoreMeta(
+        robot=cfg.robot,
+        rate_hz=cfg.control.rate_hz,
+        cameras=cams,
+        action_space=space.spec(),
+        proprio_dim=space.proprio_dim,
+        state_dim=state_dim,
+        extra={"arm_backend": cfg.arm.backend, "workspace": cfg.workspace.model_dump()},
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"server.port: cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
+        from replay.store import ReplayWriter
+        from robot_server.teleop import KeyboardTeleop, SpaceMouseReader
+
+        self.cfg = cfg
+        self.config_path = config_path  # the YAML file `cfg` came from (calibration writes to it)
+        self.space = ActionSpace(cfg.action, cfg.workspace)
+        self.devices: Devices = build_devices(cfg, self.space)
+        try:
+            self.writer = ReplayWriter.open(
+                cfg.store.path, store_meta(cfg, self.space, self.devices.state_dim), cfg.store.chunk_steps
+            )
+        except Exception:
+            self.devices.close()
+            raise
+        self.recorder = Recorder(self.writer)
+        self.policies = PolicySlots(cfg.server.checkpoint_dir)
+        self.keyboard = KeyboardTeleop(self.space)
+        self.spacemouse = (
+            SpaceMouseReader(cfg.teleop.spacemouse, self.space) if cfg.teleop.spacemouse.enabled else None
+        )
+        teleops: list[Any] = [t for t in (self.spacemouse, self.keyboard) if t is not None]
+        self.supervisor = Supervisor(
+            cfg,
+            self.devices.arm,
+            self.recorder,
+            self.policies,
+            self.space,
+            teleops=teleops,
+            task=self.devices.task,
+            expert=self.devices.expert,
+        )
+        state_source = self.devices.state_vector if self.devices.state_dim else None
+        self.observer = Observer(
+            self.devices.cameras,
+            cfg.cameras,
+            self.space,
+            max_age_s=cfg.control.max_frame_age_ticks / cfg.control.rate_hz,
+            state_source=state_source,
+        )
+        self.loop = ControlLoop(
+            self.devices.arm,
+            self.devices.cameras,
+            self.observer,
+            self.supervisor,
+            self.policies,
+            self.space,
+            cfg.control.rate_hz,
+            cfg.control.realtime_priority,
+        )
+        self.started_at = time.time()
+        self.learner_report: dict[str, Any] | None = None
+        self._status_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def cameras(self) -> dict[str, Camera]:
+        return self.devices.cameras
+
+    def start(self) -> None:
+        self.devices.connect()
+        for cam in self.devices.cameras.values():
+            cam.wait_for_frame(timeout=30.0)
+        if self.spacemouse is not None:
+            self.spacemouse.start()
+        self._restore_policies()
+        self.loop.start()
+        if self.cfg.control.status_line:
+            self._status_thread = threading.Thread(target=self._print_status, name="status-line", daemon=True)
+            self._status_thread.start()
+        log.info("control loop running at %.1f Hz", self.cfg.control.rate_hz)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.loop.running:
+            try:
+                self.loop.submit(_wind_down, timeout=5.0)
+            except Exception as exc:
+                log.warning("could not end the session cleanly: %s", exc)
+        self.loop.stop()
+        self.recorder.close()
+        if self.spacemouse is not None:
+            self.spacemouse.close()
+        self.devices.close()
+        s = self.loop.stats.summary()
+        log.info(
+            "stopped after %d ticks: period error p99 %.3f ms, %d late, %d stale frames; %d steps stored",
+            s["ticks"], s["period_error_ms_p99"], s["late"], s["stale_frames"], self.recorder.stats.steps,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The newest snapshot the control thread published, plus store and teleop state."""
+        st = dict(self.loop.snapshot or {"tick": self.loop.stats.summary(), "mode": "starting"})
+        st["uptime_s"] = round(time.time() - self.started_at, 1)
+        st["store"] = {
+            "path": str(self.cfg.store.path),
+            "steps_written": self.recorder.stats.steps,
+            "episodes_closed": self.recorder.stats.episodes_closed,
+            "backlog": self.recorder.backlog,
+            "errors": self.recorder.stats.errors,
+            "last_error": self.recorder.stats.last_error,
+            "last_episode": self.recorder.stats.last_episode,
+            "recording": self.recorder.recording,
+        }
+        st["teleop"] = {
+            "spacemouse": None if self.spacemouse is None else self.spacemouse.status(),
+            "keyboard": self.keyboard.status(),
+        }
+        st["control_loop_alive"] = self.loop.running
+        return st
+
+    def _restore_policies(self) -> None:
+        from policies.intake import CheckpointRejected
+
+        for direction, raw in self.policies.stored_checkpoints().items():
+            try:
+                self.accept_checkpoint(direction, raw, persist=False)
+                log.info("restored the %s policy from %s", direction, self.cfg.server.checkpoint_dir)
+            except CheckpointRejected as exc:
+                log.warning("stored %s checkpoint not restored: %s", direction, exc.message)
+
+    def accept_checkpoint(self, direction: str, raw: bytes, persist: bool = True):
+        """Validate (on the calling thread, never the control thread) and stage for the next tick."""
+        from robot_server.policy_intake import accept
+
+        return accept(self, direction, raw, persist)
+
+    def _print_status(self) -> None:
+        tty = sys.stderr.isatty()
+        every = 1.0 if tty else 10.0
+        while not self._stopped.wait(every):
+            try:
+                line = status_line(self.status())
+            except Exception as exc:
+                line = f"status unavailable: {exc}"
+            if tty:
+                sys.stderr.write("\r" + line[:160].ljust(160))
+            else:
+                sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+
+def _wind_down(sup: Supervisor) -> None:
+    if sup.mode == "practice":
+        sup.stop_session()
+    elif sup.mode == "demo":
+        sup.discard_demo() if sup.demo and sup.demo.source == "expert" else sup.finish_demo(success=False)
+
+
+def status_line(st: dict[str, Any]) -> str:
+    t = st["tick"]
+    sess = st.get("session") or {}
+    pol = st["policies"]
+    fv = (pol.get("forward") or {}).get("version", "-")
+    bv = (pol.get("backward") or {}).get("version", "-")
+    where = st["mode"]
+    if sess:
+        where = f"{sess['direction'][:3]} ph{sess['phase']} {sess['phase_step']}/{sess['phase_steps']} step {sess['total_steps']}"
+    arm = st.get("arm") or {}
+    return (
+        f"[{where} | {st['stage']}] tick {t['ticks']} err p99 {t['period_error_ms_p99']:.2f} ms "
+        f"work p99 {t['work_ms_p99']:.1f} ms late {t['late']} stale {t['stale_frames']} | "
+        f"arm {arm.get('mode', '?')} | pol f{fv} b{bv} | stored {st['store']['steps_written']} "
+        f"| interventions {st['counters']['interventions']}"
+    )

@@ -1,0 +1,62 @@
+"""One tick's observation: arm state + the newest frame of each camera, cropped and resized.
+
+A frame older than `max_frame_age_ticks` periods is rejected: acting on a frozen camera is worse
+than holding still, and storing it would teach the learner from a stale view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from camera.base import Camera, Frame, now
+from camera.config import CameraConfig
+from camera.crop import view_of
+from robot_server.action_space import ActionSpace
+from robot_server.arm import ArmState
+
+
+@dataclass
+class Observation:
+    data: dict[str, np.ndarray]  # "obs/<camera>", "obs/proprio"[, "obs/state"]
+    frames: dict[str, Frame]  # the full frames used (for snapshots)
+    max_age_s: float
+
+
+class Observer:
+    def __init__(
+        self,
+        cameras: Mapping[str, Camera],
+        camera_cfgs: list[CameraConfig],
+        action_space: ActionSpace,
+        max_age_s: float,
+        state_source: Callable[[], np.ndarray] | None = None,
+    ) -> None:
+        self.cameras = cameras
+        self.cfgs = {c.name: c for c in camera_cfgs}
+        self.action_space = action_space
+        self.max_age_s = max_age_s
+        self.state_source = state_source
+
+    def observe(self, state: ArmState) -> tuple[Observation | None, str | None]:
+        """The observation, or (None, reason) when a camera has no fresh frame."""
+        t = now()
+        frames: dict[str, Frame] = {}
+        data: dict[str, np.ndarray] = {}
+        worst = 0.0
+        for name, cam in self.cameras.items():
+            frame = cam.read()
+            if frame is None:
+                return None, f"camera {name}: no frame yet"
+            age = t - frame.timestamp
+            worst = max(worst, age)
+            if age > self.max_age_s:
+                return None, f"camera {name}: newest frame is {age * 1e3:.0f} ms old"
+            frames[name] = frame
+            data[f"obs/{name}"] = view_of(frame.image, self.cfgs[name])
+        data["obs/proprio"] = self.action_space.proprio(state)
+        if self.state_source is not None:
+            data["obs/state"] = np.asarray(self.state_source(), dtype=np.float32)
+        return Observation(data=data, frames=frames, max_age_s=worst), None

@@ -1,0 +1,54 @@
+"""The daemon's side of `PUT /policies/{direction}`: validate, stage, and wait for the swap.
+
+Runs on an API worker thread. Validation (format, hash, specs, version, smoke inference) is in
+policies.intake; this module serialises concurrent uploads, so "newer than the active version"
+holds, and keeps a copy of every accepted checkpoint for the next daemon start.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from policies.intake import CheckpointRejected, validate_checkpoint
+from policies.spec import ObsSpec
+from robot_server.policy_slots import ActivePolicy
+
+_lock = threading.Lock()
+
+
+def robot_obs_spec(daemon) -> ObsSpec:
+    """What this robot provides: its camera views and proprio, plus the sim state vector if any."""
+    return ObsSpec.from_config(daemon.cfg, mode="pixels", state_dim=daemon.devices.state_dim)
+
+
+def accept(daemon, direction: str, raw: bytes, persist: bool = True) -> dict[str, Any]:
+    received = time.monotonic()
+    with _lock:
+        active = daemon.policies.newest_version(direction)
+        validated = validate_checkpoint(raw, direction, robot_obs_spec(daemon), daemon.space.spec(), active)
+        policy = ActivePolicy(
+            direction=direction,
+            version=validated.version,
+            runner=validated.runner,
+            meta=validated.metadata,
+            received_at=received,
+        )
+        try:
+            daemon.policies.stage(policy, raw if persist else None)
+        except ValueError as exc:
+            raise CheckpointRejected(409, str(exc)) from None
+    # The swap happens at the start of the next tick; waiting for it lets the learner know.
+    active_now = daemon.loop.running and daemon.policies.wait_active(direction, validated.version, timeout=1.0)
+    p = daemon.policies.active(direction)
+    return {
+        "direction": direction,
+        "version": validated.version,
+        "active": bool(active_now),
+        "training_step": validated.checkpoint.step,
+        "mode": validated.checkpoint.obs_spec.mode,
+        "swap_latency_ms": None
+        if (p is None or p.version != validated.version or p.activated_at is None)
+        else round((p.activated_at - received) * 1e3, 2),
+    }

@@ -1,0 +1,130 @@
+"""The practice schedule: forward and backward phases, arm-only homing, manual-reset interventions.
+
+Pure bookkeeping with no I/O, so the rules of MEDALPP.md ("Switching, resets and interventions")
+are testable on their own: alternate every `phase_steps`; at a switch to forward, a requested
+manual reset is performed and counted as an intervention; every `home_every` steps the arm alone
+goes home (checked at phase switches, so no segment is cut in the middle).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Direction = Literal["forward", "backward"]
+PolicySource = Literal["learned", "random", "hold"]
+
+
+class SessionParams(BaseModel):
+    """What an operator (or `robot-server run --policy`) starts a session with."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: PolicySource = Field("learned", description="learned: the pushed policies (random until one arrives)")
+    kind: Literal["practice", "eval"] = "practice"
+    phase_steps: int | None = Field(None, ge=1, le=100_000, description="default: session.phase_steps")
+    home_every: int | None = Field(None, ge=0, le=1_000_000, description="default: session.home_every")
+    max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many steps")
+    start_direction: Direction = "forward"
+    alternate: bool = Field(True, description="false: stay in start_direction (e.g. evaluation)")
+    deterministic: bool = Field(False, description="act with the policy mean instead of sampling")
+    reset_at_start: bool = Field(False, description="reset the scene before the first phase (sim)")
+
+
+@dataclass
+class Intervention:
+    kind: str  # "manual_reset" | "takeover" | "operator"
+    reason: str
+    step: int
+    direction: str
+    wall_time: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Switch:
+    """What happens between two phases."""
+
+    direction: Direction
+    manual_reset: bool
+    go_home: bool
+
+
+class PracticeSchedule:
+    def __init__(self, params: SessionParams, phase_steps: int, home_every: int) -> None:
+        self.params = params
+        self.id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.phase_steps = params.phase_steps or phase_steps
+        self.home_every = home_every if params.home_every is None else params.home_every
+        self.direction: Direction = params.start_direction
+        self.phase = 0
+        self.phase_step = 0
+        self.total_steps = 0
+        self.steps_since_home = 0
+        self.homings = 0
+        self.reset_requested: str | None = None
+        self.interventions: list[Intervention] = []
+        self.started_at = time.time()
+
+    @property
+    def done(self) -> bool:
+        return self.params.max_steps is not None and self.total_steps >= self.params.max_steps
+
+    @property
+    def phase_over(self) -> bool:
+        return self.phase_step >= self.phase_steps
+
+    def count_step(self) -> None:
+        self.phase_step += 1
+        self.total_steps += 1
+        self.steps_since_home += 1
+
+    def request_reset(self, reason: str) -> None:
+        self.reset_requested = reason or "operator requested a reset"
+
+    def switch(self) -> Switch:
+        """Move to the next phase and say what must happen first."""
+        if self.params.alternate:
+            self.direction = "backward" if self.direction == "forward" else "forward"
+        self.phase += 1
+        self.phase_step = 0
+        manual = self.direction == "forward" and self.reset_requested is not None
+        if manual:
+            self.record_intervention("manual_reset", self.reset_requested or "")
+            self.reset_requested = None
+        home = manual or (self.home_every > 0 and self.steps_since_home >= self.home_every)
+        if home:
+            self.steps_since_home = 0
+            self.homings += 1
+        return Switch(direction=self.direction, manual_reset=manual, go_home=home)
+
+    def record_intervention(self, kind: str, reason: str) -> Intervention:
+        iv = Intervention(kind=kind, reason=reason, step=self.total_steps, direction=self.direction)
+        self.interventions.append(iv)
+        return iv
+
+    def summary(self) -> dict[str, Any]:
+        by_kind: dict[str, int] = {}
+        for iv in self.interventions:
+            by_kind[iv.kind] = by_kind.get(iv.kind, 0) + 1
+        return {
+            "id": self.id,
+            "params": self.params.model_dump(),
+            "direction": self.direction,
+            "phase": self.phase,
+            "phase_step": self.phase_step,
+            "phase_steps": self.phase_steps,
+            "total_steps": self.total_steps,
+            "steps_since_home": self.steps_since_home,
+            "home_every": self.home_every,
+            "homings": self.homings,
+            "interventions": len(self.interventions),
+            "interventions_by_kind": by_kind,
+            "reset_requested": self.reset_requested,
+            "started_at": self.started_at,
+        }

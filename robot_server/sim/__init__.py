@@ -1,0 +1,32 @@
+"""The simulated Franka world: a MuJoCo Panda of our own making, a table with a reversible push
+task, and `Arm` / `Camera` implementations over it (see world.py for the threading model).
+
+    rig = build_sim(cfg); rig.start()        # physics thread, arm, render threads
+    rig.world.task.reset_scene("forward", rng)
+    state = rig.arm.read(); frame = rig.cameras["wrist"].read()
+"""
+
+import os
+
+# MuJoCo picks its GL backend when it is first imported: offscreen EGL unless told otherwise.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from robot_server.sim.arm import SimArm  # noqa: E402
+from robot_server.sim.camera import SimCamera  # noqa: E402
+from robot_server.sim.expert import ScriptedExpert  # noqa: E402
+from robot_server.sim.rig import SimRig, build_sim  # noqa: E402
+from robot_server.sim.task import DIRECTIONS, STATE_DIM, STATE_LAYOUT, PushCubeTask  # noqa: E402
+from robot_server.sim.world import SimWorld  # noqa: E402
+
+__all__ = [
+    "DIRECTIONS",
+    "STATE_DIM",
+    "STATE_LAYOUT",
+    "PushCubeTask",
+    "ScriptedExpert",
+    "SimArm",
+    "SimCamera",
+    "SimRig",
+    "SimWorld",
+    "build_sim",
+]

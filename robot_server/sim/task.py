@@ -1,0 +1,129 @@
+"""The reversible push task: push the cube from zone A (red) into zone B (green) — forward — and
+from B back into A — backward.
+
+Reset distributions: forward starts with the cube in A, backward with it in B, each jittered by up
+to `JITTER_M` in x and y and `JITTER_YAW` in yaw, the arm at home with the gripper open. Success:
+the cube's centre inside the target zone's patch (B forward, A backward).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from robot_server.action_space import GRIPPER_MAX_WIDTH
+from robot_server.config import WorkspaceConfig
+from robot_server.sim.model import CUBE_HALF, CUBE_JOINT, TABLE_X, TABLE_Y, ZONE_A, ZONE_B, Zone
+
+if TYPE_CHECKING:
+    from robot_server.sim.world import SimWorld
+
+Direction = Literal["forward", "backward"]
+DIRECTIONS: tuple[Direction, Direction] = ("forward", "backward")
+
+# ee xyz, gripper width, cube xyz, sin and cos of 4 x cube yaw (a cube looks the same every 90 deg).
+STATE_DIM = 9
+STATE_LAYOUT = (
+    "ee_x",
+    "ee_y",
+    "ee_z",
+    "gripper",
+    "cube_x",
+    "cube_y",
+    "cube_z",
+    "cube_sin4yaw",
+    "cube_cos4yaw",
+)
+JITTER_M = 0.02
+JITTER_YAW = math.radians(15)
+REACH_MARGIN_M = 0.05  # the cube is still reachable this far outside the workspace box (x, y)
+
+
+def check_direction(direction: str) -> Direction:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    return direction  # type: ignore[return-value]
+
+
+def start_zone(direction: str) -> Zone:
+    return ZONE_A if check_direction(direction) == "forward" else ZONE_B
+
+
+def goal_zone(direction: str) -> Zone:
+    return ZONE_B if check_direction(direction) == "forward" else ZONE_A
+
+
+class PushCubeTask:
+    def __init__(self, world: SimWorld, workspace: WorkspaceConfig) -> None:
+        self.world = world
+        self.low = np.asarray(workspace.low, dtype=np.float64)
+        self.high = np.asarray(workspace.high, dtype=np.float64)
+        jnt = world.model.joint(CUBE_JOINT)
+        self._qadr = int(jnt.qposadr[0])
+        self._dadr = int(jnt.dofadr[0])
+        self.zones = {"a": ZONE_A, "b": ZONE_B}
+
+    # --- reading ----------------------------------------------------------------------------------
+    def cube_pose(self) -> tuple[np.ndarray, float]:
+        """Cube centre (x, y, z) in the base frame and its yaw (rad)."""
+        with self.world.lock:
+            q = self.world.data.qpos[self._qadr : self._qadr + 7].copy()
+        w, x, y, z = q[3:]
+        yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+        return q[:3], yaw
+
+    def cube_position(self) -> np.ndarray:
+        return self.cube_pose()[0]
+
+    def success(self, direction: str) -> bool:
+        """The cube rests in the target zone: B for forward, A for backward."""
+        pos = self.cube_position()
+        on_table = abs(pos[2] - CUBE_HALF) < 0.01
+        return on_table and goal_zone(direction).contains(pos)
+
+    def object_in_workspace(self) -> bool:
+        """The cube is on the table and within reach (False once it fell off or was pushed away)."""
+        pos = self.cube_position()
+        on_table = (
+            pos[2] > CUBE_HALF * 0.5 and TABLE_X[0] < pos[0] < TABLE_X[1] and TABLE_Y[0] < pos[1] < TABLE_Y[1]
+        )
+        lo = self.low[:2] - REACH_MARGIN_M
+        hi = self.high[:2] + REACH_MARGIN_M
+        return bool(on_table and np.all(pos[:2] >= lo) and np.all(pos[:2] <= hi))
+
+    def state_vector(self) -> np.ndarray:
+        """Low-dimensional state for state-mode learning, each entry roughly in [-1, 1] (STATE_LAYOUT)."""
+        snap = self.world.snapshot()
+        cube, yaw = self.cube_pose()
+        span = self.high - self.low
+        ee = 2.0 * (snap.position - self.low) / span - 1.0
+        obj = 2.0 * (cube - self.low) / span - 1.0
+        grip = 2.0 * snap.gripper_width / GRIPPER_MAX_WIDTH - 1.0
+        vec = np.concatenate([ee, [grip], obj, [math.sin(4 * yaw), math.cos(4 * yaw)]])
+        return np.clip(vec, -1.5, 1.5).astype(np.float32)
+
+    # --- resetting --------------------------------------------------------------------------------
+    def reset_scene(self, direction: str, rng: np.random.Generator | None = None) -> None:
+        """Cube into the start zone of `direction` (jittered), arm at home, gripper open.
+
+        Safe while the physics thread runs (done under the world lock, between two control periods).
+        """
+        zone = start_zone(direction)
+        rng = self.world.rng if rng is None else rng
+        dx, dy = rng.uniform(-JITTER_M, JITTER_M, size=2)
+        yaw = rng.uniform(-JITTER_YAW, JITTER_YAW)
+        self.place_cube(np.array([zone.center[0] + dx, zone.center[1] + dy]), yaw)
+
+    def place_cube(self, xy: np.ndarray, yaw: float = 0.0, arm_home: bool = True) -> None:
+        world = self.world
+        with world.lock:
+            d = world.data
+            d.qpos[self._qadr : self._qadr + 3] = (float(xy[0]), float(xy[1]), CUBE_HALF)
+            d.qpos[self._qadr + 3 : self._qadr + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+            d.qvel[self._dadr : self._dadr + 6] = 0.0
+            if arm_home:
+                world.place_arm(world.home_joints)
+            d.qacc_warmstart[:] = 0.0
+            world.publish()

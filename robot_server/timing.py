@@ -1,0 +1,115 @@
+"""Fixed-deadline ticking and per-tick timing statistics.
+
+Deadlines are `t0 + k * period` on perf_counter, so lateness never accumulates into drift (a naive
+`work(); sleep(period)` drifted +9.8 s in 60 s here). We sleep until shortly before the deadline
+and busy-wait the rest; an overrun skips the missed ticks and counts them.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+SPIN_S = 0.002
+
+
+class Ticker:
+    def __init__(self, period_s: float) -> None:
+        self.period = period_s
+        self.t0 = time.perf_counter()
+        self.k = 0
+
+    def wait(self) -> tuple[float, int]:
+        """Wait for the next deadline; returns (lateness in s, ticks skipped by an overrun)."""
+        self.k += 1
+        deadline = self.t0 + self.k * self.period
+        now = time.perf_counter()
+        skipped = 0
+        if now > deadline + self.period:
+            # Overran by more than a whole period: drop the missed deadlines instead of bursting.
+            skipped = int((now - deadline) // self.period)
+            self.k += skipped
+            deadline = self.t0 + self.k * self.period
+        remaining = deadline - now
+        if remaining > SPIN_S:
+            time.sleep(remaining - SPIN_S)
+        while time.perf_counter() < deadline:
+            pass
+        return time.perf_counter() - deadline, skipped
+
+
+class Window:
+    """A bounded window of samples with percentiles (the last `size` ticks)."""
+
+    def __init__(self, size: int = 3000) -> None:
+        self.values: collections.deque[float] = collections.deque(maxlen=size)
+
+    def add(self, v: float) -> None:
+        self.values.append(v)
+
+    def percentiles(self, *qs: float) -> list[float]:
+        if not self.values:
+            return [0.0 for _ in qs]
+        arr = np.fromiter(self.values, dtype=np.float64)
+        return [float(x) for x in np.percentile(arr, qs)]
+
+    def max(self) -> float:
+        return max(self.values, default=0.0)
+
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else 0.0
+
+
+@dataclass
+class TickStats:
+    """Timing of the control loop, in milliseconds; what the status line and /metrics show."""
+
+    period_ms: float
+    ticks: int = 0
+    late: int = 0  # ticks whose start was more than 10 % of a period after its deadline
+    skipped: int = 0  # deadlines dropped after an overrun
+    overruns: int = 0  # ticks whose work exceeded the period
+    stale_frames: int = 0
+    invalid_actions: int = 0
+
+    def __post_init__(self) -> None:
+        self.period_error = Window()
+        self.work = Window()
+        self.frame_age = Window()
+
+    def record(self, lateness_s: float, skipped: int, work_s: float) -> None:
+        self.ticks += 1
+        err_ms = abs(lateness_s) * 1e3
+        self.period_error.add(err_ms)
+        self.work.add(work_s * 1e3)
+        if lateness_s * 1e3 > 0.1 * self.period_ms:
+            self.late += 1
+        self.skipped += skipped
+        if work_s * 1e3 > self.period_ms:
+            self.overruns += 1
+
+    def summary(self) -> dict[str, float | int]:
+        p50, p99 = self.period_error.percentiles(50, 99)
+        w50, w99 = self.work.percentiles(50, 99)
+        a50, a99 = self.frame_age.percentiles(50, 99)
+        return {
+            "ticks": self.ticks,
+            "late": self.late,
+            "skipped": self.skipped,
+            "overruns": self.overruns,
+            "stale_frames": self.stale_frames,
+            "invalid_actions": self.invalid_actions,
+            "period_error_ms_p50": round(p50, 4),
+            "period_error_ms_p99": round(p99, 4),
+            "period_error_ms_max": round(self.period_error.max(), 4),
+            "work_ms_p50": round(w50, 4),
+            "work_ms_p99": round(w99, 4),
+            "work_ms_mean": round(self.work.mean(), 4),
+            "work_pct_of_budget_p99": round(100.0 * w99 / self.period_ms, 3),
+            "work_pct_of_budget_mean": round(100.0 * self.work.mean() / self.period_ms, 3),
+            "frame_age_ms_p50": round(a50, 3),
+            "frame_age_ms_p99": round(a99, 3),
+        }

@@ -1,0 +1,59 @@
+"""The typed config: defaults load, env overrides apply, bad values name their field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robot_server.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_load():
+    for name in ("sim.yaml", "franka.yaml"):
+        path = ROOT / "configs" / name
+        if path.exists():
+            cfg = load_config(path, env={})
+            assert cfg.control.rate_hz > 0
+            assert cfg.cameras, f"{name} names no cameras"
+
+
+def test_env_override_sets_nested_field_and_named_camera():
+    cfg = load_config(
+        ROOT / "configs" / "sim.yaml",
+        env={"ROBOT__ARM__HOST": "10.1.2.3", "ROBOT__CAMERAS__WRIST__FPS": "20", "ROBOT__SERVER__PORT": "8123"},
+    )
+    assert cfg.arm.host == "10.1.2.3"
+    assert cfg.camera("wrist").fps == 20
+    assert cfg.server.port == 8123
+
+
+@pytest.mark.parametrize(
+    ("tree", "field"),
+    [
+        ({"control": {"rate_hz": -1}}, "control.rate_hz"),
+        ({"arm": {"backend": "ros"}}, "arm.backend"),
+        ({"workspace": {"low": [0.5, 0, 0], "high": [0.4, 1, 1]}}, "workspace"),
+        ({"cameras": [{"name": "w", "width": 64, "height": 64, "crop": {"x": 40, "y": 0, "w": 40, "h": 10}}]},
+         "cameras.0"),
+        ({"server": {"tokn": "abcdefgh"}}, "server.tokn"),
+        ({"arm": {"home_joints": [0, 0]}}, "arm.home_joints"),
+    ],
+)
+def test_bad_value_names_the_field(tree, field):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(tree, "test.yaml", env={})
+    assert field in str(exc.value)
+
+
+def test_bad_env_override_names_the_variable():
+    with pytest.raises(ConfigError) as exc:
+        parse_config({}, "test.yaml", env={"ROBOT__CONTROL__RATE_HZ": "fast"})
+    assert "control.rate_hz" in str(exc.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
