@@ -188,6 +188,7 @@ class Daemon:
             "spacemouse": None if self.spacemouse is None else self.spacemouse.status(),
             "keyboard": self.keyboard.status(),
         }
+        st["learner"] = self.learner_report
         st["control_loop_alive"] = self.loop.running
         return st
 

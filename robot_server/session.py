@@ -32,6 +32,7 @@ class SessionParams(BaseModel):
     alternate: bool = Field(True, description="false: stay in start_direction (e.g. evaluation)")
     deterministic: bool = Field(False, description="act with the policy mean instead of sampling")
     reset_at_start: bool = Field(False, description="reset the scene before the first phase (sim)")
+    home_at_start: bool = Field(True, description="send the arm home before the first phase")
 
 
 @dataclass

@@ -148,7 +148,10 @@ class Supervisor:
         self.counters.sessions += 1
         if params.reset_at_start and self.task is not None:
             self.task.reset_scene(params.start_direction, self.rng)
-        self._start_homing() if params.reset_at_start else self._set_stage("acting")
+        if params.reset_at_start or params.home_at_start:
+            self._start_homing()
+        else:
+            self._set_stage("acting")
         self._event("session_started", id=self.schedule.id, policy=params.policy)
         return self.schedule.summary()
 

@@ -208,10 +208,13 @@ def test_read_never_blocks_and_a_dead_renderer_is_reported(cfg: Config):
             os.kill(pid, signal.SIGCONT)
         assert fresh_frame(cam).index > held.index
         assert not cam.stats.errors
+        # A render error the process writes into the slot shows in the camera's stats.
+        cam._slot.report_error("GLError: simulated")
+        assert cam.stats.errors == ["GLError: simulated"]
 
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: gone(pid), 5, "render process killed")
-        wait_until(lambda: bool(cam.stats.errors), 5, "the death shows in the camera's stats")
+        wait_until(lambda: len(cam.stats.errors) == 2, 5, "the death shows in the camera's stats")
         assert "died" in cam.stats.errors[-1] and "no new frames" in cam.stats.errors[-1]
         assert cam.read() is not None  # the last frame, which the loop then rejects as stale
         cam.close()

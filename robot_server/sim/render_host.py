@@ -103,8 +103,14 @@ class RenderHost:
                 "--state", self.state.name,
                 "--parent-pid", str(os.getpid()),
             ]  # fmt: skip
+            # Mesa's llvmpipe rasterises on one thread per core by default; the sim's small frames
+            # are as fast on the calling thread alone, and rendering then never takes both cores
+            # away from the control thread at once (a GPU driver ignores this).
+            env = {"LP_NUM_THREADS": "0", **os.environ}
             try:
-                proc = subprocess.Popen(cmd, pass_fds=(child_conn.fileno(),), stdin=subprocess.DEVNULL, cwd=root)
+                proc = subprocess.Popen(
+                    cmd, pass_fds=(child_conn.fileno(),), stdin=subprocess.DEVNULL, cwd=root, env=env
+                )
             finally:
                 child_conn.close()  # only the child holds that end now: its death reads as EOF here
             self._proc, self._conn = proc, parent_conn
@@ -130,6 +136,7 @@ class RenderHost:
                 msg = self._conn.recv() if ready else None
             except (EOFError, OSError):
                 msg = None
+                time.sleep(0.02)  # the process closed its end: give it a moment to exit
             if msg is None:
                 if self._proc.poll() is not None:
                     raise RenderProcessError(

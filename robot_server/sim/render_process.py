@@ -8,17 +8,19 @@ threads and GL contexts, and unlike multiprocessing's "spawn" it never re-import
 main module); `render_host.RenderHost` is the daemon's side.
 
 The process builds nothing from config: its first message is the world's compiled MjModel
-(pickled, so scene extras, textures and offscreen size come along); it keeps its own MjData. Before each round of
-renders it copies qpos and mocap poses from the world's `StateBlock` and runs `mj_forward`, then
-renders each due camera into its `FrameSlot`. Each camera renders every `period_s` wall seconds
-(`fps * sim.realtime_factor`); a camera that falls behind skips frames rather than bursting.
+(pickled, so scene extras, textures and offscreen size come along); it keeps its own MjData.
+Before each round of renders it copies qpos and mocap poses from the world's `StateBlock` and
+runs `mj_forward`, then renders each due camera into its `FrameSlot`. That is all the sim changes
+at run time; a change to the parent's MjModel after start (e.g. a geom colour) would not show.
+Each camera renders every `period_s` wall seconds (`fps * sim.realtime_factor`); a camera that
+falls behind skips frames rather than bursting.
 
 Requests come over a socket pair: ("init", MjModel) -> ("ready", pid) or ("fatal", text); then
-("add", CameraSpec) -> ("added", key) once its first frame is in the
-slot, or ("error", key, text); ("remove", key) -> ("removed", key); ("stop",). Render errors after
-that are written into the camera's slot. The process exits by itself, removing the shared memory,
-when the pipe reaches EOF or its parent pid changes (the daemon died, even by SIGKILL), checked at
-least every `POLL_S`.
+("add", CameraSpec) -> ("added", key) once its first frame is in the slot, or ("error", key,
+text); ("remove", key) -> ("removed", key); ("stop",). Render errors after that are written into
+the camera's slot. The process exits by itself, removing the shared memory, when the socket
+reaches EOF or its parent pid changes (the daemon died, even by SIGKILL), checked at least every
+`POLL_S`.
 """
 
 from __future__ import annotations

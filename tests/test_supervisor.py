@@ -1,0 +1,141 @@
+"""The practice session as the daemon runs it (sim world, real control loop and store writer):
+phases become segments, teleop takeovers are flagged interventions, manual resets happen at the
+switch to forward, the robot asks for help, and the e-stop halts recording."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from replay.store import ReplayReader
+from robot_server.config import load_config
+from robot_server.daemon import Daemon
+from robot_server.session import SessionParams
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("supervisor")
+    cfg = load_config(ROOT / "configs" / "sim.yaml", env={
+        "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
+        "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
+        "ROBOT__CONTROL__STATUS_LINE": "false",
+    })
+    d = Daemon(cfg)
+    d.start()
+    yield d
+    d.stop()
+
+
+def run_session(d: Daemon, timeout: float = 60.0, **params) -> dict:
+    before = d.supervisor.finished_sessions
+    d.loop.submit(lambda s: s.start_session(SessionParams(**params)))
+    wait_until(lambda: d.supervisor.finished_sessions > before, timeout, "the session to end")
+    assert d.recorder.flush(10)
+    return d.supervisor.last_session
+
+
+def episodes_of(d: Daemon, session_id: str):
+    r = ReplayReader(d.cfg.store.path)
+    return r, [e for e in r.episodes() if e.attrs.get("session") == session_id]
+
+
+def test_each_phase_is_its_own_segment_and_directions_alternate(daemon):
+    s = run_session(daemon, policy="random", phase_steps=8, max_steps=24, home_every=0)
+    _r, eps = episodes_of(daemon, s["id"])
+    assert [(e.direction, e.length) for e in eps] == [("forward", 8), ("backward", 8), ("forward", 8)]
+    assert [e.attrs["phase"] for e in eps] == [0, 1, 2]
+    assert all(e.kind == "practice" and e.closed for e in eps)
+
+
+def test_teleop_takeover_is_one_intervention_with_flagged_steps(daemon):
+    d = daemon
+    before = d.supervisor.counters.takeovers
+    d.loop.submit(lambda s: s.start_session(SessionParams(policy="hold", phase_steps=60, max_steps=60,
+                                                          home_at_start=False)))
+    wait_until(lambda: (d.supervisor.schedule and d.supervisor.schedule.total_steps >= 10), 20, "steps")
+    t_end = time.monotonic() + 1.0
+    while time.monotonic() < t_end:  # an operator holding a key for a second
+        d.keyboard.set(x=1.0, hold_s=0.3)
+        time.sleep(0.1)
+    sid = d.supervisor.schedule.id
+    wait_until(lambda: d.supervisor.finished_sessions and d.supervisor.last_session["id"] == sid, 30, "end")
+    assert d.recorder.flush(10)
+    assert d.supervisor.counters.takeovers == before + 1
+    r, (ep,) = episodes_of(d, sid)
+    flags = r.read(ep.id, keys=["intervention"])["intervention"]
+    idx = np.flatnonzero(flags)
+    assert len(idx) >= 8, "the held key should give about 10 steps plus the release time"
+    assert np.all(np.diff(idx) == 1), "one contiguous takeover"
+    events = [ev for ev in ep.attrs.get("events", []) if ev.get("type") == "intervention"]
+    assert [ev["kind"] for ev in events] == ["takeover"]
+    actions = r.read(ep.id, keys=["action"])["action"]
+    assert actions[idx[0], 0] > 0.3 and np.allclose(actions[: idx[0], :3], 0.0)  # hold, then the operator's +x
+
+
+def test_manual_reset_happens_at_the_switch_to_forward(daemon):
+    d = daemon
+    world = d.devices.world
+    before = d.supervisor.counters.manual_resets
+    finished = d.supervisor.finished_sessions
+    d.loop.submit(lambda s: s.start_session(SessionParams(policy="hold", phase_steps=6, max_steps=30,
+                                                          home_every=0, home_at_start=False)))
+    wait_until(lambda: d.supervisor.schedule and d.supervisor.schedule.total_steps >= 2, 20, "steps")
+    # Knock the cube into the goal zone as if the task were done; the reset must put it back.
+    d.loop.submit(lambda s: world.task.place_cube((0.53, 0.12)))
+    d.loop.submit(lambda s: s.request_reset("cube stuck in the goal"))
+    # Not at the next switch (to backward): only when forward comes round again.
+    wait_until(lambda: d.supervisor.schedule and d.supervisor.schedule.phase == 1, 20, "backward phase")
+    assert d.supervisor.counters.manual_resets == before
+    wait_until(lambda: d.supervisor.finished_sessions > finished, 60, "the session to end")
+    s = d.supervisor.last_session
+    assert d.supervisor.counters.manual_resets == before + 1
+    assert s["interventions_by_kind"].get("manual_reset") == 1
+    assert world.task.success("backward"), "the sim reset put the cube back in the start zone"
+
+
+def test_robot_asks_for_help_when_the_object_leaves_the_workspace(daemon):
+    d = daemon
+    world = d.devices.world
+    d.loop.submit(lambda s: s.start_session(SessionParams(policy="hold", phase_steps=200, home_at_start=False)))
+    try:
+        d.loop.submit(lambda s: world.task.place_cube((0.9, 0.6), arm_home=False))
+        st = wait_until(lambda: [h for h in d.status()["help_requests"] if h["source"] == "object"], 10, "help")
+        assert "left the workspace" in st[0]["reason"]
+        assert d.supervisor.schedule.reset_requested
+    finally:
+        d.loop.submit(lambda s: s.stop_session())
+        d.loop.submit(lambda s: world.task.reset_scene("forward", s.rng))
+
+
+def test_estop_halts_within_a_tick_and_stops_recording(daemon):
+    d = daemon
+    d.loop.submit(lambda s: s.start_session(SessionParams(policy="random", phase_steps=500, home_at_start=False)))
+    wait_until(lambda: d.supervisor.schedule and d.supervisor.schedule.total_steps >= 5, 20, "steps")
+    t0 = time.monotonic()
+    d.loop.submit(lambda s: s.estop("test"))
+    assert time.monotonic() - t0 < 1.0
+    assert d.devices.arm.read().mode.value == "stopped"
+    steps = d.recorder.stats.steps
+    time.sleep(0.5)
+    assert d.recorder.stats.steps == steps, "nothing is recorded while stopped"
+    with pytest.raises(Exception, match="release it first"):
+        d.loop.submit(lambda s: s.start_session(SessionParams()))
+    d.loop.submit(lambda s: s.release_estop())
+    assert d.supervisor.stage == "paused"  # motion resumes only when the operator says so
+    d.loop.submit(lambda s: s.stop_session())
