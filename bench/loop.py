@@ -3,7 +3,7 @@
     python bench/loop.py [--ticks 600] [--policy random|hold] [--config configs/sim.yaml]
 
 Prints period error p50/p99/max, work per tick as % of the budget, late/skipped ticks, stale
-frames and the sim's render cost (on its own threads), and writes bench/results/loop.json.
+frames and the sim's render cost (in its own process), and writes bench/results/loop.json.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> None:
           f"({tick['work_pct_of_budget_mean']:.2f} % of budget mean, {tick['work_pct_of_budget_p99']:.2f} % p99)")
     print(f"late {tick['late']}  skipped {tick['skipped']}  overruns {tick['overruns']}  "
           f"stale frames {tick['stale_frames']}")
-    print("sim render (own threads): " + ", ".join(f"{n} {ms:.1f} ms" for n, ms in cams.items()))
+    print("sim render (own process): " + ", ".join(f"{n} {ms:.1f} ms" for n, ms in cams.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

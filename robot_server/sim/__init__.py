@@ -1,7 +1,7 @@
 """The simulated Franka world: a MuJoCo Panda of our own making, a table with a reversible push
 task, and `Arm` / `Camera` implementations over it (see world.py for the threading model).
 
-    rig = build_sim(cfg); rig.start()        # physics thread, arm, render threads
+    rig = build_sim(cfg); rig.start()        # physics thread, arm, cameras (rendered in their own process)
     rig.world.task.reset_scene("forward", rng)
     state = rig.arm.read(); frame = rig.cameras["wrist"].read()
 """

@@ -165,7 +165,10 @@ class RenderHost:
             try:
                 if self.closed or self._conn is None:
                     raise RenderProcessError("the sim render process is not running")
-                self._conn.send(("add", spec))
+                try:
+                    self._conn.send(("add", spec))
+                except OSError as exc:
+                    raise RenderProcessError(f"the sim render process is gone (exit code {self.exitcode})") from exc
                 reply = self._wait(("added",), key, timeout)
             except BaseException:
                 slot.close()

@@ -308,7 +308,7 @@ class FrameSlot:
         s1 = 0
         for _ in range(3):
             s1 = int(hdr["error_seq"])
-            text = bytes(hdr["error_text"]).decode("utf-8", "replace")
+            text = bytes(hdr["error_text"][()]).decode("utf-8", "replace")  # [()]: NUL padding dropped
             if s1 == int(hdr["error_seq"]) and not s1 & 1:
                 return frames, capture_ms, s1 // 2, text
         return frames, capture_ms, s1 // 2, "(error text being written)"
