@@ -10,8 +10,6 @@ its config: changes take effect at its next start.
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from replay.atomic import atomic_write_bytes
 from robot_server.config import Config, ConfigError, parse_config
 
 TAKES_EFFECT = "saved; takes effect at the next daemon start (the running daemon keeps its settings)"
@@ -194,40 +193,13 @@ def backup_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".bak")
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_temp(target: Path, text: str, mode: int | None) -> Path:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    if mode is not None:
-        os.chmod(tmp, mode)
-    return tmp
-
-
 def _atomic_replace(path: Path, text: str) -> None:
+    """Keep the previous file as `.bak`, then replace it; each write is temp file + rename + fsync,
+    so a crash never leaves half a config or half a backup."""
     mode = path.stat().st_mode & 0o7777 if path.exists() else None
-    tmp = _write_temp(path, text, mode)
-    try:
-        if path.exists():
-            # The backup also goes through a temporary file: a crash never leaves half a .bak.
-            bak = backup_path(path)
-            bak_tmp = bak.with_name(f".{bak.name}.{os.getpid()}.tmp")
-            shutil.copy2(path, bak_tmp)
-            os.replace(bak_tmp, bak)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    if path.exists():
+        atomic_write_bytes(backup_path(path), path.read_bytes(), fsync=True, mode=mode)
+    atomic_write_bytes(path, text.encode(), fsync=True, mode=mode)
 
 
 def camera_names(path: str | Path) -> Sequence[str]:

@@ -19,20 +19,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from replay.atomic import atomic_write_bytes, fsync_file
+
 WEIGHTS, OPTIM, COUNTERS, LATEST = "weights.safetensors", "optim.pt", "counters.json", "LATEST"
 KEEP = 2
 
 
 class StateError(RuntimeError):
     pass
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_state(
@@ -56,14 +50,10 @@ def save_state(
     torch.save({k: o.state_dict() for k, o in optimizers.items()}, tmp / OPTIM)
     (tmp / COUNTERS).write_text(json.dumps(counters, indent=1, sort_keys=True))
     for f in (WEIGHTS, OPTIM, COUNTERS):
-        _fsync(tmp / f)
+        fsync_file(tmp / f)
     final = root / name
     os.replace(tmp, final)
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(name)
-    _fsync(pointer)
-    os.replace(pointer, root / LATEST)
-    _fsync(root)
+    atomic_write_bytes(root / LATEST, name.encode(), fsync=True)
     for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -21,10 +21,13 @@ from zarr.storage import LocalStore
 PARTIAL_SUFFIX = ".partial"
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview, exclusive: bool = False, fsync: bool = False) -> bool:
+def atomic_write_bytes(
+    path: Path, data: bytes | memoryview, exclusive: bool = False, fsync: bool = False, mode: int | None = None
+) -> bool:
     """Write `data` to `path` via a temp file in the same directory and a rename.
 
-    With `exclusive`, an existing `path` is left alone and False is returned.
+    With `exclusive`, an existing `path` is left alone and False is returned. `mode` sets the
+    file's permission bits (e.g. to keep those of the file it replaces).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
@@ -34,6 +37,8 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview, exclusive: bool = F
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         if exclusive:
             try:
                 os.link(tmp, path)  # fails if path exists, unlike rename

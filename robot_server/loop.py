@@ -191,7 +191,7 @@ class ControlLoop:
         s = self.last_state
         return {
             "time": now(),
-            "tick": self.stats.summary(),
+            "tick": self.stats.summary(refresh_every=10),
             "arm": None
             if s is None
             else {

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from replay.atomic import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("forward", "backward")
@@ -112,14 +114,10 @@ class PolicySlots:
     def _persist(self, policy: ActivePolicy, raw: bytes) -> None:
         assert self.checkpoint_dir is not None
         try:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            path = self.checkpoint_dir / f"{policy.direction}.safetensors"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(raw)
-            tmp.replace(path)
-            (self.checkpoint_dir / f"{policy.direction}.json").write_text(
-                json.dumps({"version": policy.version, "saved_at": time.time()})
-            )
+            d = self.checkpoint_dir
+            atomic_write_bytes(d / f"{policy.direction}.safetensors", raw, fsync=True)
+            info = {"version": policy.version, "saved_at": time.time()}
+            atomic_write_bytes(d / f"{policy.direction}.json", json.dumps(info).encode(), fsync=True)
         except OSError as exc:  # keeping the policy running matters more than its copy on disk
             log.warning("could not save %s checkpoint: %s", policy.direction, exc)
 

@@ -291,7 +291,8 @@ class Supervisor:
     # ------------------------------------------------------------------ the tick
     def tick(self, state: ArmState, obs: Observation | None, stale: str | None) -> Decision:
         self._check_help(state)
-        self._teleop_buttons(state)
+        self._teleop_buttons()
+        self._sync_idle_teleops(state)
         if self.mode == "estop":
             return Decision(None)
         if self.mode == "idle":
@@ -370,7 +371,6 @@ class Supervisor:
         if tele is not None:
             if not self._takeover:
                 self._takeover = True
-                tele.sync_gripper(state.gripper_closed)  # take over from what the arm really holds
                 self.counters.interventions += 1
                 self.counters.takeovers += 1
                 iv = sched.record_intervention("takeover", f"{tele.name} took over")
@@ -510,7 +510,7 @@ class Supervisor:
     def _set_stage(self, stage: str) -> None:
         self.stage = stage
 
-    def _teleop_buttons(self, state: ArmState) -> None:
+    def _teleop_buttons(self) -> None:
         """The demo button (SpaceMouse right button): start a teleop demo when idle, finish it when recording."""
         for t in self.teleops:
             try:
@@ -522,12 +522,21 @@ class Supervisor:
                     continue
                 try:
                     if self.mode == "idle":
-                        t.sync_gripper(state.gripper_closed)
                         self.start_demo(self.teleop_demo_direction, "teleop", self.teleop_demo_max_steps)
                     elif self.mode == "demo" and self.demo is not None and self.demo.source == "teleop":
                         self.finish_demo(success=True)
                 except CommandError as exc:
                     self._event("teleop_button_ignored", reason=str(exc))
+
+    def _sync_idle_teleops(self, state: ArmState) -> None:
+        """An idle teleop follows the arm's gripper, so a takeover, a jog or a toggle starts from
+        what the arm really holds (not from the state the teleop last commanded)."""
+        for t in self.teleops:
+            try:
+                if not t.is_active():
+                    t.sync_gripper(state.gripper_closed)
+            except Exception:
+                continue
 
     def _active_teleop(self) -> Teleop | None:
         for t in self.teleops:

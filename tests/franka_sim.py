@@ -337,7 +337,8 @@ def client_main(argv: list[str]) -> int:
             if state.mode is not mode:
                 mode = state.mode
                 _emit("mode", mode=mode, stats=arm.stats.as_dict())
-                was_recovering = was_recovering or mode in (ArmMode.REFLEX, ArmMode.RECOVERING)
+                # PAUSED too: a fast recovery can go READY -> PAUSED -> READY between two reads.
+                was_recovering = was_recovering or mode in (ArmMode.REFLEX, ArmMode.RECOVERING, ArmMode.PAUSED)
                 if mode is ArmMode.READY and was_recovering:
                     was_recovering = False
                     _emit("recovered", stats=arm.stats.as_dict(), position=state.position.tolist())

@@ -67,9 +67,11 @@ class PushCubeTask:
 
     # --- reading ----------------------------------------------------------------------------------
     def cube_pose(self) -> tuple[np.ndarray, float]:
-        """Cube centre (x, y, z) in the base frame and its yaw (rad)."""
-        with self.world.lock:
-            q = self.world.data.qpos[self._qadr : self._qadr + 7].copy()
+        """Cube centre (x, y, z) in the base frame and its yaw (rad).
+
+        Read from the world's snapshot (published after every control period and every edit), so
+        the control tick never waits for the physics thread's lock."""
+        q = self.world.snapshot().cube_qpos
         w, x, y, z = q[3:]
         yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
         return q[:3], yaw

@@ -35,6 +35,7 @@ from robot_server.config import Config
 from robot_server.sim.controller import CartesianController, Phase, yaw_of
 from robot_server.sim.model import (
     ARM_JOINTS,
+    CUBE_JOINT,
     FINGER_JOINTS,
     FINGER_MAX,
     HAND_BODIES,
@@ -76,6 +77,7 @@ class ArmSnapshot:
     phase: Phase
     gripper_closed: bool
     sim_time: float
+    cube_qpos: np.ndarray  # (7,) the task object's free joint: x y z, quaternion w x y z
 
 
 @dataclass
@@ -122,6 +124,8 @@ class SimWorld:
         self._dadr = np.array([self.model.joint(j).dofadr[0] for j in ARM_JOINTS])
         self._fadr = np.array([self.model.joint(j).qposadr[0] for j in FINGER_JOINTS])
         self._site = self.model.site(TCP_SITE).id
+        cube_adr = int(self.model.joint(CUBE_JOINT).qposadr[0])
+        self._cube_qpos = slice(cube_adr, cube_adr + 7)
         self._hand_bodies = {self.model.body(b).id for b in HAND_BODIES}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -261,6 +265,7 @@ class SimWorld:
             phase=self.controller.phase,
             gripper_closed=self.controller.gripper_closed,
             sim_time=float(d.time),
+            cube_qpos=d.qpos[self._cube_qpos].copy(),
         )
 
     def _hand_wrench(self, tcp: np.ndarray) -> np.ndarray:

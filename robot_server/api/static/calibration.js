@@ -1,52 +1,6 @@
 // Calibration page: workspace box, home pose, camera crops, hand-eye samples. Plain JS, no build step.
 "use strict";
 
-const TOKEN_KEY = "robot-server-token"; // shared with the operator page
-const $ = (id) => document.getElementById(id);
-
-function token() {
-  return localStorage.getItem(TOKEN_KEY) || "";
-}
-
-function authHeaders() {
-  const t = token();
-  return t ? { Authorization: "Bearer " + t } : {};
-}
-
-let messageTimer = null;
-function showMessage(text, isError) {
-  const el = $("message");
-  el.textContent = text;
-  el.className = "message " + (isError ? "error" : "ok");
-  el.hidden = false;
-  clearTimeout(messageTimer);
-  messageTimer = setTimeout(() => { el.hidden = true; }, isError ? 12000 : 6000);
-}
-
-function describe(detail) {
-  if (detail === undefined || detail === null) return "";
-  if (typeof detail === "string") return detail;
-  if (Array.isArray(detail)) return detail.map((d) => (d.loc ? d.loc.join(".") + ": " : "") + d.msg).join("; ");
-  return JSON.stringify(detail);
-}
-
-async function api(method, path, body, { quiet = false } = {}) {
-  const opts = { method, headers: { ...authHeaders() } };
-  if (body !== undefined) {
-    opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
-  }
-  const resp = await fetch(path, opts);
-  let data = null;
-  try { data = await resp.json(); } catch (_) { data = null; }
-  if (!resp.ok) {
-    const msg = `${method} ${path}: ${resp.status} ${describe(data && data.detail)}`;
-    if (!quiet) showMessage(msg, true);
-    throw new Error(msg);
-  }
-  return data;
-}
-
 // Click handlers: api() has already shown a failure to the operator, so it is not rethrown.
 const guard = (fn) => async (...args) => {
   try { await fn(...args); } catch (_) { /* shown in #message */ }
