@@ -159,3 +159,31 @@ def test_state_policy_fits_a_sim_daemon_that_provides_state():
     assert "obs/state" in obs and v.runner.act(obs).shape == (4,)
     err = rejected(data, spec=ObsSpec("pixels", SPEC.cameras, 4, state_dim=9))
     assert err.status_code == 422 and "state_dim" in err.message
+
+
+class _Boom:
+    """Unpickling this would create a file: the proof that nothing was unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("wrap", ["raw_pickle", "torch_save"])
+def test_pickle_payloads_are_refused_without_being_unpickled(tmp_path, wrap):
+    import io
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    payload = {"policy": _Boom(str(marker)), "version": 99}
+    if wrap == "raw_pickle":
+        data = pickle.dumps(payload)
+    else:  # what a careless learner would send: torch.save of a state dict with a trap in it
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        data = buf.getvalue()
+    err = rejected(data)
+    assert err.status_code == 400
+    assert not marker.exists(), "the checkpoint was unpickled"

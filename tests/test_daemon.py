@@ -1,0 +1,99 @@
+"""`robot-server run --config configs/sim.yaml --max-steps 100 --policy random`, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from replay.store import ReplayReader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sim_config(tmp_path: Path) -> Path:
+    tree = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    tree["store"]["path"] = str(tmp_path / "sim.zarr")
+    tree["server"]["checkpoint_dir"] = str(tmp_path / "policies")
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def env() -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ROBOT__")}
+    e.setdefault("MUJOCO_GL", "egl")
+    return e
+
+
+def test_run_max_steps_random_leaves_a_complete_store(tmp_path):
+    config = sim_config(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config), "--max-steps", "100",
+         "--policy", "random", "--no-api"],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=180,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    reader = ReplayReader(tmp_path / "sim.zarr")
+    (ep,) = reader.episodes()
+    assert ep.closed and ep.length == 100 and ep.kind == "practice"
+    data = reader.read(ep.id)
+    for cam in ("wrist", "front"):
+        assert data[f"obs/{cam}"].dtype == np.uint8
+        assert data[f"obs/{cam}"].shape == (100, 64, 64, 3)
+        assert data[f"obs/{cam}"].std() > 5, "real renders, not blank frames"
+    assert data["action"].shape == (100, 4) and data["obs/proprio"].shape == (100, 4)
+    assert np.all(np.diff(data["timestamp"]) > 0)
+    assert np.all(data["policy_version"] == -1)  # uniform random, no learned policy
+    # Random actions never take the arm out of the workspace box: targets are clipped to it, and
+    # the measured position may overshoot by the tracking error only (a few mm).
+    box = yaml.safe_load(config.read_text())["workspace"]
+    low, high = np.array(box["low"]), np.array(box["high"])
+    pos = low + (data["obs/proprio"][:, :3] + 1.0) / 2.0 * (high - low)
+    assert np.all(pos >= low - 0.005) and np.all(pos <= high + 0.005), (pos.min(0), pos.max(0))
+    meta = reader.meta
+    assert meta["rate_hz"] == 10.0 and meta["schema_version"] >= 1
+    assert [c["name"] for c in meta["cameras"]] == ["wrist", "front"]
+    assert meta["cameras"][0]["crop"] == {"x": 8, "y": 0, "w": 80, "h": 80}
+    assert meta["action_space"]["dim"] == 4
+
+
+def test_sigterm_closes_the_store_cleanly(tmp_path):
+    config = sim_config(tmp_path)
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config), "--policy", "random",
+             "--no-api"], cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while "control loop running" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(6.0)  # home, then some steps
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    (ep,) = ReplayReader(tmp_path / "sim.zarr").episodes()
+    assert ep.closed and ep.length > 0
+    assert ep.attrs["end_reason"] in ("stopped by operator", "shutdown")
+
+
+def test_bad_config_value_fails_at_start_naming_the_field(tmp_path):
+    config = sim_config(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config), "--no-api"],
+        cwd=ROOT, env={**env(), "ROBOT__CONTROL__RATE_HZ": "-5"}, capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 2
+    assert "control.rate_hz" in r.stderr
+    assert not (tmp_path / "sim.zarr").exists()
