@@ -11,7 +11,6 @@ from robot_server.config import Config
 # (start value, end value, start step, end step) of a linear BC-weight schedule.
 Schedule = tuple[float, float, int, int]
 
-CLASSIFIER_BATCH = 256  # negatives and positives per classifier step, each
 FORWARD_POSITIVE_LAST = 21  # goal classifier positives: last frames of each forward demo
 BACKWARD_POSITIVE_FIRST = 51  # robot backward classifier: first frames of each forward demo
 BACKWARD_POSITIVE_LAST = 21  # ... plus the last frames of each backward demo
@@ -68,6 +67,7 @@ class Settings:
     batch_size: int
     demo_rows: int
     bc_batch_size: int
+    clf_batch_size: int  # negatives and positives per classifier step, each (MEDALPP.md: 256)
     seed_steps: int
     capacity: int
     forward: AgentSettings
@@ -133,6 +133,7 @@ class Settings:
             # MEDALPP.md says "a separate demo batch" without a size: ours defaults to the k demo
             # rows (64 robot / 32 sim), as it costs an extra encoder pass; learner.bc_batch_size overrides.
             bc_batch_size=lc.bc_batch_size or max(demo_rows, 1),
+            clf_batch_size=lc.clf_batch_size,
             seed_steps=d["seed_steps"] if lc.seed_steps is None else lc.seed_steps,
             capacity=lc.capacity,
             forward=agent("forward", lc.bc_forward, learn_alpha=False),

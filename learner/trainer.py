@@ -42,7 +42,7 @@ from learner.buffers import sample_mixed
 from learner.classifier import ClassifierLearner
 from learner.push import Pusher
 from learner.routing import DIRECTIONS, Buffers, Router, layout_for
-from learner.settings import CLASSIFIER_BATCH, Settings
+from learner.settings import Settings
 from learner.state import StateError, latest, load_state, save_state
 from learner.tail import StoreTail
 from policies.spec import ObsSpec, action_dim, action_spec_difference
@@ -238,21 +238,27 @@ class Trainer:
 
     # --- work ---
     def train_once(self) -> dict[str, float] | None:
-        """One classifier step or one agent step, if any is owed and possible; None if idle."""
+        """One classifier step or one agent step, if any is owed and possible; None if idle.
+
+        The owed item furthest behind in env steps goes first (a classifier step stands for
+        `clf_every` env steps; an agent update for one of its own steps, about two env steps as
+        the directions alternate), so when the CPU cannot keep up both fall behind in proportion,
+        as MEDALPP.md interleaves them, instead of classifier steps starving the agents. On a tie
+        the classifier goes first, as in the per-step schedule.
+        """
         if not self.ready:
             return None
+        a = self.accounts
+        work: list[tuple[int, int, str]] = []
         for d in DIRECTIONS:
-            if self.accounts.clf_credited[d] > self.classifiers[d].steps and self._classifier_ready(d):
-                return self.classifier_step(d)
-        owed = [
-            (self.accounts.credited[d] - self.agents[d].updates, d)
-            for d in DIRECTIONS
-            if self.accounts.credited[d] > self.agents[d].updates and self.buffers.online[d].num_transitions > 0
-        ]
-        if not owed:
+            if a.clf_credited[d] > self.classifiers[d].steps and self._classifier_ready(d):
+                work.append(((a.clf_credited[d] - self.classifiers[d].steps) * self.settings.clf_every(d), 1, d))
+            if a.credited[d] > self.agents[d].updates and self.buffers.online[d].num_transitions > 0:
+                work.append(((a.credited[d] - self.agents[d].updates) * len(DIRECTIONS), 0, d))
+        if not work:
             return None
-        _, d = max(owed)
-        return self.agent_step(d)
+        _, is_clf, d = max(work)
+        return self.classifier_step(d) if is_clf else self.agent_step(d)
 
     def _classifier_ready(self, d: str) -> bool:
         return len(self.buffers.positives[d]) > 0 and len(self.buffers.online[d]) > 0
@@ -262,10 +268,11 @@ class Trainer:
 
     def classifier_step(self, d: str) -> dict[str, float]:
         clf, online = self.classifiers[d], self.buffers.online[d]
-        metrics = clf.evaluate_fresh(self._tensor(online.fresh_frames(clf.trained_until, CLASSIFIER_BATCH, self.rng)))
+        n = self.settings.clf_batch_size
+        metrics = clf.evaluate_fresh(self._tensor(online.fresh_frames(clf.trained_until, n, self.rng)))
         clf.trained_until = online.last_serial
-        pos = self.buffers.positives[d].sample(CLASSIFIER_BATCH, self.rng)
-        neg = online.sample_frames(CLASSIFIER_BATCH, self.rng)
+        pos = self.buffers.positives[d].sample(n, self.rng)
+        neg = online.sample_frames(n, self.rng)
         metrics |= clf.train_step(self._tensor(pos), self._tensor(neg))
         self._log(metrics)
         return metrics

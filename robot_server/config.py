@@ -177,6 +177,7 @@ class LearnerConfig(Strict):
         None, description="views of the goal classifier; default: robot wrist only, sim all views"
     )
     bc_batch_size: int | None = Field(None, ge=1, description="rows of the separate BC demo batch; default demo_rows")
+    clf_batch_size: int = Field(256, ge=2, description="negatives and positives per classifier step, each")
     tail_open: bool = Field(True, description="also learn from the committed prefix of the open practice segment")
 
 

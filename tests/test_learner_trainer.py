@@ -195,6 +195,22 @@ def test_a_fresh_learner_numbers_its_versions_above_the_daemons_active_ones(tmp_
         st.close()
 
 
+def test_classifier_steps_and_agent_updates_interleave_when_behind(tmp_path):
+    # A learner that cannot keep up must not spend all its time on classifier steps: each stands
+    # for clf_every env steps, so a 30-call budget goes to both in proportion.
+    cfg = tiny_config(tmp_path, clf_forward_every=5, clf_backward_every=5)
+    st = fill_store(cfg)
+    with trainer(cfg, transport=httpx.MockTransport(lambda r: httpx.Response(200))) as tr:
+        tr.poll(force=True)
+        for _ in range(30):
+            assert tr.train_once() is not None
+        updates = sum(a.updates for a in tr.agents.values())
+        clf_steps = sum(c.steps for c in tr.classifiers.values())
+        assert updates >= 10 and clf_steps >= 3  # classifier-first would give 0 updates here
+        assert updates + clf_steps == 30
+    st.close()
+
+
 def test_no_updates_before_the_seed_phase_ends(tmp_path):
     cfg = tiny_config(tmp_path, seed_steps=110)
     st = fill_store(cfg)  # 100 practice steps < 110

@@ -36,6 +36,7 @@ OVERRIDES = {
         "batch_size": 32,
         "demo_rows": 8,
         "bc_batch_size": 8,
+        "clf_batch_size": 32,
         "capacity": 5000,
         "push_every": 5,
         "save_every": 10,
@@ -121,7 +122,10 @@ def test_demos_practice_push_swap_and_learner_resume(tmp_path):
             learner = _start_learner(daemon.config_path, daemon.url, daemon.token, log)
 
             # The learner trains after the seed phase and pushes; the daemon validates and swaps.
-            first = wait_for(lambda: _active(api, "forward"), 240, 0.5, what="a pushed forward policy")
+            try:
+                first = wait_for(lambda: _active(api, "forward"), 240, 0.5, what="a pushed forward policy")
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}\nlearner log:\n{log.read_text()[-4000:]}") from None
             assert learner.poll() is None, log.read_text()[-3000:]
 
             # Later stored steps carry the new version.
