@@ -38,16 +38,16 @@ fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-  # A CPU build of torch: the wheel on this machine's disk when there is one, else PyTorch's CPU
-  # index; a bare 'torch' from PyPI is a multi-GB CUDA build.
+  # Prefer the CPU wheel on this machine's disk (small, no download); otherwise whatever the
+  # configured indexes offer in the supported range. (No extra index such as PyTorch's own: CI
+  # reaches only the package registries, and pip waits minutes on an unreachable host.)
   wheel=$(ls /opt/wheels/torch-2.13.0+cpu-cp311-*.whl 2>/dev/null | head -n1 || true)
   if [[ -n "$wheel" ]]; then
     log "installing torch from $wheel"
     "${pip[@]}" install "$wheel"
   else
-    log "installing CPU torch from download.pytorch.org"
-    "${pip[@]}" install 'torch>=2.3,<=2.14.1' --index-url https://download.pytorch.org/whl/cpu ||
-      "${pip[@]}" install 'torch>=2.3,<=2.14.1'
+    log "installing torch (>=2.3,<=2.14.1) from the package index"
+    "${pip[@]}" install 'torch>=2.3,<=2.14.1'
   fi
 fi
 

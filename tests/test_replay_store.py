@@ -464,9 +464,11 @@ def _child_fork_and_hold(path: str) -> None:
     w = ReplayWriter.open(path, small_meta())
     pid = os.fork()
     if pid == 0:  # a worker forked after the store was opened, living on
+        # Printed by the fork itself: its at-fork hook has run by now (on a busy machine the
+        # parent may run on long before the child is first scheduled).
+        print(os.getpid(), flush=True)
         time.sleep(CHILD_TIMEOUT_S)
         os._exit(0)
-    print(pid, flush=True)
     sys.stdin.readline()
     w.close()
 
