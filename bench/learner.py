@@ -183,6 +183,12 @@ def main() -> None:
 
     clf_s = timed(clf_step, max(2, args.iters // 2))
     print(f"classifier step: median {statistics.median(clf_s):.2f} s")
+    # One robot env step of MEDAL++ (MEDALPP.md): the acting agent's update (UTD 1 critic step +
+    # actor step, with its batch sampled) plus its share of classifier steps (C_f every 1,000
+    # env steps, C_b every 500).
+    full_step = (statistics.median(medal) + statistics.median(sample_s)
+                 + statistics.median(clf_s) * (1 / 1000 + 1 / 500))
+    print(f"full MEDAL++ env step (robot schedule): {full_step:.2f} s")
 
     ckpt = PolicyCheckpoint.from_policy(agent.policy, "forward", 1, SPEC, {"dim": ADIM}, SIZES)
     t0 = time.perf_counter()
@@ -207,6 +213,7 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0],
         "batch_sample_s": {"median": statistics.median(sample_s)},
         "classifier_step_s": {"median": statistics.median(clf_s)},
+        "full_env_step_s": full_step,
         "checkpoint": {"bytes": len(data), "export_s": export_s},
         "act_ms": {"p50": float(np.percentile(act, 50)), "p99": float(np.percentile(act, 99)),
                    "iters": args.act_iters},
