@@ -36,6 +36,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a robot-server/learner child: none of this shell's ROBOT__ overrides
+    (the test's config file says everything), offscreen rendering, unbuffered logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOT__")}
+    env.setdefault("MUJOCO_GL", "egl")
+    env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
@@ -105,11 +116,7 @@ def start_daemon(
     config_path.write_text(yaml.safe_dump(tree))
     log_path = workdir / "daemon.log"
 
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOT__")}
-    child_env.setdefault("MUJOCO_GL", "egl")
-    child_env.setdefault("PYOPENGL_PLATFORM", child_env["MUJOCO_GL"])
-    child_env["PYTHONUNBUFFERED"] = "1"
-    child_env.update(env or {})
+    child_env = child_environment(env)
     cmd = [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config_path), "--port", str(port)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from replay.store import ReplayReader
+from tests.daemon_proc import child_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,18 +27,12 @@ def sim_config(tmp_path: Path) -> Path:
     return path
 
 
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("ROBOT__")}
-    e.setdefault("MUJOCO_GL", "egl")
-    return e
-
-
 def test_run_max_steps_random_leaves_a_complete_store(tmp_path):
     config = sim_config(tmp_path)
     r = subprocess.run(
         [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config), "--max-steps", "100",
          "--policy", "random", "--no-api"],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=180,
+        cwd=ROOT, env=child_environment(), capture_output=True, text=True, timeout=180,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     reader = ReplayReader(tmp_path / "sim.zarr")
@@ -70,7 +65,7 @@ def test_sigterm_closes_the_store_cleanly(tmp_path):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config), "--policy", "random",
-             "--no-api"], cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+             "--no-api"], cwd=ROOT, env=child_environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while "control loop running" not in log.read_text() and time.monotonic() < deadline:
@@ -92,7 +87,7 @@ def test_bad_config_value_fails_at_start_naming_the_field(tmp_path):
     config = sim_config(tmp_path)
     r = subprocess.run(
         [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config), "--no-api"],
-        cwd=ROOT, env={**env(), "ROBOT__CONTROL__RATE_HZ": "-5"}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env=child_environment({"ROBOT__CONTROL__RATE_HZ": "-5"}), capture_output=True, text=True, timeout=60,
     )
     assert r.returncode == 2
     assert "control.rate_hz" in r.stderr

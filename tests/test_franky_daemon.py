@@ -6,7 +6,6 @@ the cameras are the sim ones, mirroring the franky arm's joints (franka-sim has 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from replay.store import ReplayReader
+from tests.daemon_proc import child_environment
 from tests.franka_sim import ROOT, FrankaSimServer, missing_reason
 
 pytestmark = pytest.mark.franka_sim
@@ -37,8 +37,7 @@ def test_daemon_drives_franka_sim_and_records(server, tmp_path: Path):
     tree["control"]["status_line"] = False
     config = tmp_path / "franka.yaml"
     config.write_text(yaml.safe_dump(tree))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOT__")}
-    env.setdefault("MUJOCO_GL", "egl")
+    env = child_environment()
     r = subprocess.run(
         [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config), "--max-steps", "40",
          "--policy", "random", "--no-api"],

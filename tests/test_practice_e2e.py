@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from replay.store import ReplayReader
-from tests.daemon_proc import REPO, SIM_CONFIG, _merge, start_daemon, stop_daemon, wait_for
+from tests.daemon_proc import REPO, SIM_CONFIG, _merge, child_environment, start_daemon, stop_daemon, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,13 +57,6 @@ def _write_config(workdir: Path) -> Path:
     return path
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOT__")}
-    env.setdefault("MUJOCO_GL", "egl")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -72,7 +65,7 @@ def _start_learner(config: Path, url: str, token: str, log: Path) -> subprocess.
     with open(log, "ab") as out:
         return subprocess.Popen(
             [_bin("learner"), "run", "--config", str(config), "--server", url, "--token", token, "--quiet"],
-            cwd=REPO, env=_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO, env=child_environment(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -103,7 +96,7 @@ def _saved_updates(run_dir: Path) -> dict[str, int]:
 
 def test_demos_practice_push_swap_and_learner_resume(tmp_path):
     config = _write_config(tmp_path)
-    env = _env()
+    env = child_environment()
     for direction in ("forward", "backward"):
         r = subprocess.run([_bin("robot-server"), "demos", "--config", str(config), "--direction", direction,
                             "--count", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
