@@ -38,7 +38,7 @@ from learner.classifier import ClassifierLearner  # noqa: E402
 from learner.optim import adam  # noqa: E402
 from learner.settings import AgentSettings  # noqa: E402
 from policies.checkpoint import PolicyCheckpoint  # noqa: E402
-from policies.networks import PRESETS, PixelEncoder  # noqa: E402
+from policies.networks import PRESETS, NetworkSizes, PixelEncoder  # noqa: E402
 from policies.runner import PolicyRunner  # noqa: E402
 from policies.spec import CameraSpec, ObsSpec  # noqa: E402
 
@@ -79,10 +79,9 @@ class DrQv2:
         return (mu + (torch.randn_like(mu) * std).clamp(-0.3, 0.3)).clamp(-1, 1)
 
     def update(self, b: TorchBatch, reward: torch.Tensor) -> None:
-        cl = torch.channels_last
-        h = self.encoder(random_shift(b.obs.float()).contiguous(memory_format=cl))
+        h = self.encoder(random_shift(b.obs))
         with torch.no_grad():
-            nh = self.encoder(random_shift(b.next_obs.float()).contiguous(memory_format=cl))
+            nh = self.encoder(random_shift(b.next_obs))
             a2 = self.act(nh, b.next_proprio)
             t = self.target_trunk(nh)
             x = torch.cat([t, b.next_proprio, a2], -1)
@@ -162,17 +161,29 @@ def main() -> None:
         b = sample()
         drq.update(b, torch.zeros(len(b.action)))
 
+    # The same agent code with DrQ-v2's Q count (N = 2, still one trunk per head as MEDALPP.md
+    # specifies): separates the cost of the spec's larger ensemble from the implementation's.
+    agent2 = Agent(settings, SPEC, {"dim": ADIM}, NetworkSizes(SIZES.hidden_dim, SIZES.feature_dim, 2))
+    agent2.env_step = agent.env_step
+
+    def medal2_update() -> None:
+        agent2.update(sample, clf.reward, sample_demo)
+
     # Interleaved, so a neighbour's load on this shared machine hits both alike.
-    medal, drq_s = [], []
+    medal, drq_s, medal2 = [], [], []
     medal_update()
     drq_update()
+    medal2_update()
     for _ in range(args.iters):
         medal += timed(medal_update, 1, warmup=0)
         drq_s += timed(drq_update, 1, warmup=0)
+        medal2 += timed(medal2_update, 1, warmup=0)
     ratios = [m / d for m, d in zip(medal, drq_s, strict=True)]
+    ratios2 = [m / d for m, d in zip(medal2, drq_s, strict=True)]
     print(f"MEDAL++ update: median {statistics.median(medal):.2f} s  ({[round(x, 2) for x in medal]})")
     print(f"DrQ-v2 update:  median {statistics.median(drq_s):.2f} s  ({[round(x, 2) for x in drq_s]})")
     print(f"MEDAL++ / DrQ-v2: median of paired ratios {statistics.median(ratios):.2f}")
+    print(f"MEDAL++ at N=2: median {statistics.median(medal2):.2f} s, / DrQ-v2 {statistics.median(ratios2):.2f}")
 
     pos = torch.from_numpy(demo.sample_frames(256, rng))
 
@@ -210,6 +221,8 @@ def main() -> None:
         "drqv2_update_s": {"median": statistics.median(drq_s), "all": drq_s},
         "medalpp_over_drqv2": {"ratio_of_medians": statistics.median(medal) / statistics.median(drq_s),
                                "median_paired_ratio": statistics.median(ratios)},
+        "medalpp_n2_update_s": {"median": statistics.median(medal2), "all": medal2,
+                                "median_paired_ratio_over_drqv2": statistics.median(ratios2)},
         "load_average_1min": os.getloadavg()[0],
         "batch_sample_s": {"median": statistics.median(sample_s)},
         "classifier_step_s": {"median": statistics.median(clf_s)},

@@ -99,8 +99,8 @@ class Agent:
         return linear_schedule(self.settings.bc, self.env_step if step is None else step)
 
     def augment(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float()
-        return random_shift(x).contiguous(memory_format=self.memory_format) if self.pixels else x
+        """Random shift of uint8 frames (channels-last, widened by the encoder); state passes through."""
+        return random_shift(obs) if self.pixels else obs.float()
 
     @torch.no_grad()
     def target_value(

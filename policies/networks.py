@@ -89,9 +89,11 @@ class PixelEncoder(nn.Module):
 
     def __init__(self, in_channels: int, image_size: tuple[int, int], channels: int = 32) -> None:
         super().__init__()
-        layers: list[nn.Module] = [_init_conv(nn.Conv2d(in_channels, channels, 3, stride=2)), nn.ReLU()]
+        # In-place ReLUs: a convolution's backward needs its input, not its output, so overwriting
+        # the output saves an activation-sized allocation and pass per layer.
+        layers: list[nn.Module] = [_init_conv(nn.Conv2d(in_channels, channels, 3, stride=2)), nn.ReLU(inplace=True)]
         for _ in range(3):
-            layers += [_init_conv(nn.Conv2d(channels, channels, 3, stride=1)), nn.ReLU()]
+            layers += [_init_conv(nn.Conv2d(channels, channels, 3, stride=1)), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*layers)
         h, w = (conv_out(s, 2) - 6 for s in image_size)
         if h < 1 or w < 1:
@@ -99,7 +101,8 @@ class PixelEncoder(nn.Module):
         self.repr_dim = channels * h * w
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0 - 0.5
+        # A caller's float tensor is never modified; a widened uint8 copy is ours to normalise in place.
+        x = obs / 255.0 - 0.5 if obs.is_floating_point() else obs.float().mul_(1.0 / 255.0).sub_(0.5)
         return self.convs(x).flatten(1)
 
 
@@ -270,6 +273,9 @@ class Classifier(nn.Module):
             idx = [3 * spec.camera_names.index(c) + k for c in self.cameras for k in range(3)]
             self.register_buffer("channel_index", torch.tensor(idx, dtype=torch.long), persistent=False)
             self._all_channels = idx == list(range(spec.channels))
+            # One camera (the usual case) is a contiguous channel range: a view, not a gather.
+            contiguous = idx == list(range(idx[0], idx[0] + len(idx)))
+            self._channel_range = (idx[0], len(idx)) if contiguous else None
             ch = sizes.encoder_channels
             self.encoder = nn.Sequential(
                 spectral_norm(_init_conv(nn.Conv2d(len(idx), ch, 3, stride=2))),
@@ -297,14 +303,18 @@ class Classifier(nn.Module):
     def select(self, obs: torch.Tensor) -> torch.Tensor:
         """The classifier's views from a full stacked observation [B, C, H, W]."""
         if self.mode == "pixels" and not self._all_channels:
+            if self._channel_range is not None:
+                return obs.narrow(1, *self._channel_range)
             return obs.index_select(1, self.channel_index)
         return obs
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Trunk features (the space mixup works in) of a full stacked observation."""
-        x = self.select(obs).float()
+        x = self.select(obs)
         if self.mode == "pixels":
-            x = x / 255.0 - 0.5
+            x = x / 255.0 - 0.5 if x.is_floating_point() else x.float().mul_(1.0 / 255.0).sub_(0.5)
+        else:
+            x = x.float()
         return self.trunk(self.encoder(x))
 
     def logits_from_features(self, h: torch.Tensor) -> torch.Tensor:
