@@ -92,3 +92,43 @@ def test_bad_config_value_fails_at_start_naming_the_field(tmp_path):
     assert r.returncode == 2
     assert "control.rate_hz" in r.stderr
     assert not (tmp_path / "sim.zarr").exists()
+
+
+def _render_children(pid: int) -> list[int]:
+    """The sim render processes among `pid`'s children."""
+    out = []
+    # Each thread lists the children it started: the render process comes from a camera thread.
+    children = {c for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"robot_server.sim.render_process" in cmdline:
+            out.append(int(child))
+    return out
+
+
+def test_daemon_survives_a_killed_render_process(tmp_path):
+    """A crashed sim camera renderer is restarted: frames come back, counted as a camera reset,
+    and the control loop never stops."""
+    from tests.daemon_proc import running_daemon, wait_for
+
+    with running_daemon(tmp_path / "d") as d, d.client() as api:
+        (render_pid,) = _render_children(d.proc.pid)
+        before = api.get("/status").json()
+        os.kill(render_pid, signal.SIGKILL)
+
+        def restarted() -> dict | None:
+            st = api.get("/status").json()
+            cams = st["cameras"]
+            fresh = all(c["resets"] == 1 and c["age_s"] is not None and c["age_s"] < 0.5 for c in cams.values())
+            return st if fresh else None
+
+        st = wait_for(restarted, 40, interval=0.2, what="both sim cameras restarted with fresh frames")
+        (new_pid,) = _render_children(d.proc.pid)
+        assert new_pid != render_pid
+        assert st["tick"]["ticks"] > before["tick"]["ticks"] and d.alive()
+        assert "restarted" in st["cameras"]["wrist"]["last_error"]
+        metrics = api.get("/metrics").text
+        assert 'robot_camera_resets_total{camera="wrist"} 1.0' in metrics

@@ -47,7 +47,8 @@ class SimCamera(Camera):
         self._slot: FrameSlot | None = None
         self._frames_before = 0  # frames of earlier connections, so stats.frames only grows
         self._errors_seen = 0
-        self._death_reported = False
+        self._dead_pid: int | None = None  # the dead render process already reported
+        self._restarts_seen = 0
 
     @property
     def connected(self) -> bool:
@@ -70,7 +71,8 @@ class SimCamera(Camera):
             raise
         self._host, self._key, self._slot = host, key, slot
         self._errors_seen = 0
-        self._death_reported = False
+        self._dead_pid: int | None = None
+        self._restarts_seen = host.restarts
         self._latest = slot.read(None)
 
     def read(self) -> Frame | None:
@@ -119,8 +121,12 @@ class SimCamera(Camera):
             more = errors - self._errors_seen - 1
             st.errors.append(text + (f" (and {more} earlier)" if more else ""))
             self._errors_seen = errors
-        code = host.exitcode
-        if code is not None and not host.closed and not self._death_reported:
-            st.errors.append(f"sim render process {host.pid} died (exit code {code}): no new frames")
-            self._death_reported = True
+        code, pid = host.exitcode, host.pid
+        if code is not None and not host.closed and pid != self._dead_pid:
+            st.errors.append(f"sim render process {pid} died (exit code {code}): no new frames until it restarts")
+            self._dead_pid = pid
+        if host.restarts > self._restarts_seen:
+            st.resets += host.restarts - self._restarts_seen
+            self._restarts_seen = host.restarts
+            st.errors.append(f"sim render process restarted as {pid} (after exit code {host.last_exit})")
         del st.errors[:-_MAX_ERRORS]

@@ -4,12 +4,19 @@ cameras, stop it. One per SimWorld, created by `SimWorld.render_host()`.
 Nothing here runs per frame: the world publishes its state with `publish()` (a few microseconds),
 cameras read their `FrameSlot` directly. Requests to the process are serialised by a lock and
 every wait has a timeout; a process that does not stop is terminated, then killed.
+
+A process that dies (a GL crash, the OOM killer, a stray `kill`) is restarted by a watchdog
+thread, as a real camera driver reopens a device: the new process attaches to the same shared
+memory and re-adds every camera, continuing its frame numbering, so readers never reconnect.
+Until its first frame the loop sees stale frames and holds the arm. Restarts are counted
+(`restarts`, and in each camera's `stats.resets`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -39,6 +46,11 @@ def _close_all() -> None:
         host.close(timeout=2.0)
 
 
+WATCH_S = 0.25  # how often the watchdog checks that the process is alive
+RESTART_TIMEOUT_S = 30.0  # for a restarted process to load the model and render each camera
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)  # between failed restarts (the last one repeats)
+
+
 class RenderProcessError(RuntimeError):
     """The render process could not start, or could not render a camera."""
 
@@ -58,10 +70,15 @@ class RenderHost:
         self._state_lock = threading.Lock()  # publish() vs close(): the block is never written closed
         self._lock = threading.Lock()  # one request at a time on the pipe
         self._slots: dict[str, FrameSlot] = {}
+        self._specs: dict[str, CameraSpec] = {}  # what a restarted process must render again
         self._keys = itertools.count()
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         self.closed = False
+        self.restarts = 0  # processes restarted after one died
+        self.last_exit: int | None = None  # exit code of the last process that died
         _LIVE.add(self)
 
     # --- state ------------------------------------------------------------------------------------
@@ -93,35 +110,88 @@ class RenderHost:
                 raise RenderProcessError("this render host was closed")
             if self._proc is not None:
                 return
-            parent_conn, child_conn = multiprocessing.Pipe()
-            # Run from the directory this robot_server was imported from: `-m` puts the cwd first on
-            # sys.path, so the child imports the same code whatever the daemon's cwd is.
-            root = Path(__file__).resolve().parents[2]
-            cmd = [
-                sys.executable, "-m", "robot_server.sim.render_process",
-                "--fd", str(child_conn.fileno()),
-                "--state", self.state.name,
-                "--parent-pid", str(os.getpid()),
-            ]  # fmt: skip
-            # Mesa's llvmpipe rasterises on one thread per core by default; the sim's small frames
-            # are as fast on the calling thread alone, and rendering then never takes both cores
-            # away from the control thread at once (a GPU driver ignores this).
-            env = {"LP_NUM_THREADS": "0", **os.environ}
             try:
-                proc = subprocess.Popen(
-                    cmd, pass_fds=(child_conn.fileno(),), stdin=subprocess.DEVNULL, cwd=root, env=env
-                )
-            finally:
-                child_conn.close()  # only the child holds that end now: its death reads as EOF here
-            self._proc, self._conn = proc, parent_conn
-            try:
-                with contextlib.suppress(OSError):  # died at once: _wait() reports its exit code
-                    parent_conn.send(("init", self.model))
-                self._wait(("ready",), None, timeout)
+                self._spawn_locked(timeout)
             except BaseException:
                 self._close_locked(timeout=2.0)
                 raise
-            log.info("sim render process %d started", proc.pid)
+            self._watchdog = threading.Thread(target=self._watch, name="sim-render-watchdog", daemon=True)
+            self._watchdog.start()
+
+    def _spawn_locked(self, timeout: float) -> None:
+        """Start a process and wait for its "ready"; on failure the new process is stopped."""
+        parent_conn, child_conn = multiprocessing.Pipe()
+        # Run from the directory this robot_server was imported from: `-m` puts the cwd first on
+        # sys.path, so the child imports the same code whatever the daemon's cwd is.
+        root = Path(__file__).resolve().parents[2]
+        cmd = [
+            sys.executable, "-m", "robot_server.sim.render_process",
+            "--fd", str(child_conn.fileno()),
+            "--state", self.state.name,
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        # Mesa's llvmpipe rasterises on one thread per core by default; the sim's small frames
+        # are as fast on the calling thread alone, and rendering then never takes both cores
+        # away from the control thread at once (a GPU driver ignores this).
+        env = {"LP_NUM_THREADS": "0", **os.environ}
+        try:
+            proc = subprocess.Popen(
+                cmd, pass_fds=(child_conn.fileno(),), stdin=subprocess.DEVNULL, cwd=root, env=env
+            )
+        finally:
+            child_conn.close()  # only the child holds that end now: its death reads as EOF here
+        self._proc, self._conn = proc, parent_conn
+        try:
+            with contextlib.suppress(OSError):  # died at once: _wait() reports its exit code
+                parent_conn.send(("init", self.model))
+            self._wait(("ready",), None, timeout)
+        except BaseException:
+            _stop_process(proc)
+            raise
+        log.info("sim render process %d started", proc.pid)
+
+    # --- restart ------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        failures = 0
+        while True:
+            pause = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1] if failures else WATCH_S
+            if self._stop.wait(pause):
+                return
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            with self._lock:
+                if self.closed or proc is not self._proc:
+                    return
+                try:
+                    self._restart_locked(proc)
+                    failures = 0
+                except (RenderProcessError, TimeoutError, OSError) as exc:
+                    failures += 1
+                    log.error("sim render process: restart %d failed: %s", failures, exc)
+
+    def _restart_locked(self, dead: subprocess.Popen) -> None:
+        self.last_exit = dead.returncode
+        log.error("sim render process %d died (exit code %s): restarting it", dead.pid, dead.returncode)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._spawn_locked(RESTART_TIMEOUT_S)
+        assert self._conn is not None
+        try:
+            for key, spec in self._specs.items():
+                # Continue the slot's numbering: readers take a frame as new when its index changes.
+                again = dataclasses.replace(spec, first_index=self._slots[key].counters()[0])
+                self._conn.send(("add", again))
+                reply = self._wait(("added",), key, RESTART_TIMEOUT_S)
+                if reply[0] == "error":
+                    raise RenderProcessError(f"camera {spec.name!r}: {reply[2]}")
+        except BaseException:
+            assert self._proc is not None
+            _stop_process(self._proc)  # the watchdog sees it dead and tries again
+            raise
+        self.restarts += 1
+        log.info("sim render process restarted (%d restarts): %d cameras", self.restarts, len(self._specs))
 
     def _wait(self, kinds: tuple[str, ...], key: str | None, timeout: float) -> tuple:
         """The next reply of one of `kinds` (for `key`); raises if the process dies or is silent."""
@@ -177,12 +247,14 @@ class RenderHost:
                 slot.close()
                 raise RenderProcessError(f"camera {name!r}: cannot render offscreen: {reply[2]} ({_gl_hint()})")
             self._slots[key] = slot
+            self._specs[key] = spec
         return key, slot
 
     def remove_camera(self, key: str, timeout: float = 5.0) -> None:
         """Stop rendering one camera and remove its slot; the last one stops the process."""
         with self._lock:
             slot = self._slots.pop(key, None)
+            self._specs.pop(key, None)
             if slot is None:
                 return
             if self._conn is not None and self.exitcode is None:
@@ -210,6 +282,7 @@ class RenderHost:
             return
         with self._state_lock:
             self.closed = True
+        self._stop.set()
         proc, conn = self._proc, self._conn
         if proc is not None and conn is not None:
             with contextlib.suppress(OSError):  # already gone
@@ -228,5 +301,14 @@ class RenderHost:
         for slot in self._slots.values():
             slot.close()
         self._slots.clear()
+        self._specs.clear()
         self.state.close()
         _LIVE.discard(self)
+
+
+def _stop_process(proc: subprocess.Popen) -> None:
+    """Kill a process that failed to start or restart, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(2.0)

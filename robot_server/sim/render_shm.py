@@ -64,6 +64,7 @@ class CameraSpec:
     width: int
     period_s: float  # wall seconds between frames
     slot_name: str
+    first_index: int = 0  # a restarted render process continues the slot's frame numbering
 
 
 def new_name(kind: str) -> str:
