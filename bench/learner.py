@@ -5,8 +5,12 @@
   = 192 online + 64 demo rows, two 100×100 views;
 - a DrQ-v2-style update of the same size in the same run (same encoder, one critic trunk, two
   Q heads, deterministic actor with fixed noise), as the reference MEDALPP.md/DESIGN.md compare to;
+- the same MEDAL++ agent with N = 2 heads (DrQ-v2's Q count), to separate the cost of the
+  spec's larger ensemble (five Linear(repr, 256) trunks instead of one) from the implementation's;
 - sampling of a 256-row batch from the RAM buffer, one classifier step;
-- PolicyRunner.act() p50/p99 (the daemon's per-tick inference, one thread).
+- PolicyRunner.act() p50/p99 (the daemon's per-tick inference, one thread, in its own process).
+
+malloc keeps freed memory as in `learner run` (learner/memory.py), for both updates alike.
 
 Writes bench/results/learner.json.   Usage: python bench/learner.py [--iters 4]
 """
@@ -18,7 +22,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +41,7 @@ from learner.agent import Agent, TorchBatch  # noqa: E402
 from learner.augment import random_shift  # noqa: E402
 from learner.buffers import Layout, TransitionBuffer, sample_mixed  # noqa: E402
 from learner.classifier import ClassifierLearner  # noqa: E402
+from learner.memory import keep_freed_memory  # noqa: E402
 from learner.optim import adam  # noqa: E402
 from learner.settings import AgentSettings  # noqa: E402
 from policies.checkpoint import PolicyCheckpoint  # noqa: E402
@@ -116,12 +123,27 @@ def timed(fn, iters: int, warmup: int = 1) -> list[float]:
     return out
 
 
+def time_act(checkpoint: Path, iters: int) -> list[float]:
+    """PolicyRunner.act() latencies in ms for one robot-size observation."""
+    rng = np.random.default_rng(0)
+    runner = PolicyRunner(PolicyCheckpoint.from_bytes(checkpoint.read_bytes()), num_threads=1)
+    obs = {"obs/wrist": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
+           "obs/front": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
+           "obs/proprio": np.zeros(PDIM, np.float32)}
+    return [t * 1e3 for t in timed(lambda: runner.act(obs), iters, warmup=10)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--act-iters", type=int, default=300)
+    ap.add_argument("--act-only", type=Path, help=argparse.SUPPRESS)  # the child that times act()
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "learner.json")
     args = ap.parse_args()
+    if args.act_only:
+        print(json.dumps(time_act(args.act_only, args.act_iters)))
+        return
+    malloc_kept = keep_freed_memory()  # as `learner run` does (learner/memory.py); both updates gain
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     threads = torch.get_num_threads()
@@ -150,7 +172,7 @@ def main() -> None:
     agent = Agent(settings, SPEC, {"dim": ADIM}, SIZES)
     agent.env_step = 20_000  # mid-schedule: lambda ~0.67, both the RL and BC actor terms are computed
     clf = ClassifierLearner("forward", SPEC, SIZES, "log_p", ["wrist"])
-    print(f"torch {torch.__version__}, {threads} threads; robot sizes {SIZES}, batch {BATCH}, 2x{SIZE}x{SIZE}")
+    print(f"torch {torch.__version__}, {threads} threads, malloc keeps freed memory: {malloc_kept}; robot sizes {SIZES}, batch {BATCH}, 2x{SIZE}x{SIZE}")
 
     drq = DrQv2(agent.encoder.repr_dim, SIZES.feature_dim, SIZES.hidden_dim)
 
@@ -205,12 +227,14 @@ def main() -> None:
     t0 = time.perf_counter()
     data = ckpt.to_bytes()
     export_s = time.perf_counter() - t0
-    runner = PolicyRunner(PolicyCheckpoint.from_bytes(data), num_threads=1)
-    obs = {"obs/wrist": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
-           "obs/front": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
-           "obs/proprio": np.zeros(PDIM, np.float32)}
-    act = np.array(timed(lambda: runner.act(obs), args.act_iters, warmup=10)) * 1e3
-    print(f"act(): p50 {np.percentile(act, 50):.2f} ms, p99 {np.percentile(act, 99):.2f} ms (1 thread)")
+    # act() is the daemon's, so it is timed in a fresh process with the daemon's default malloc.
+    with tempfile.NamedTemporaryFile(suffix=".ckpt") as f:
+        f.write(data)
+        f.flush()
+        out = subprocess.run([sys.executable, __file__, "--act-only", f.name, "--act-iters", str(args.act_iters)],
+                             capture_output=True, text=True, check=True)
+    act = np.array(json.loads(out.stdout.splitlines()[-1]))
+    print(f"act(): p50 {np.percentile(act, 50):.2f} ms, p99 {np.percentile(act, 99):.2f} ms (1 thread, own process)")
 
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
@@ -224,6 +248,7 @@ def main() -> None:
         "medalpp_n2_update_s": {"median": statistics.median(medal2), "all": medal2,
                                 "median_paired_ratio_over_drqv2": statistics.median(ratios2)},
         "load_average_1min": os.getloadavg()[0],
+        "malloc_keeps_freed_memory": malloc_kept,
         "batch_sample_s": {"median": statistics.median(sample_s)},
         "classifier_step_s": {"median": statistics.median(clf_s)},
         "full_env_step_s": full_step,

@@ -21,6 +21,7 @@ import typer
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from learner.memory import keep_freed_memory
 from learner.trainer import LearnerError, Trainer
 from robot_server.config import ConfigError, load_config
 
@@ -74,6 +75,7 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if server is not None and not server.startswith(("http://", "https://")):
         raise typer.BadParameter(f"--server must be an http(s) URL, got {server!r}", param_hint="--server")
+    keep_freed_memory()  # before the first big tensor: see learner/memory.py
     try:
         cfg = load_config(config)
         trainer = Trainer(
