@@ -84,6 +84,12 @@ def conv_out(size: int, stride: int) -> int:
 
 
 # --- encoders ---
+def normalize_pixels(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (or float) pixels to x/255 − 0.5 in float32. A caller's float tensor is never
+    modified; the widened copy of a uint8 one is ours, so it is normalised in place."""
+    return x / 255.0 - 0.5 if x.is_floating_point() else x.float().mul_(1.0 / 255.0).sub_(0.5)
+
+
 class PixelEncoder(nn.Module):
     """Conv(C,32,3,s2) → ReLU → 3 × [Conv(32,32,3,s1) → ReLU], input x/255 − 0.5 (DrQ-v2)."""
 
@@ -101,9 +107,7 @@ class PixelEncoder(nn.Module):
         self.repr_dim = channels * h * w
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        # A caller's float tensor is never modified; a widened uint8 copy is ours to normalise in place.
-        x = obs / 255.0 - 0.5 if obs.is_floating_point() else obs.float().mul_(1.0 / 255.0).sub_(0.5)
-        return self.convs(x).flatten(1)
+        return self.convs(normalize_pixels(obs)).flatten(1)
 
 
 class StateEncoder(nn.Module):
@@ -311,10 +315,7 @@ class Classifier(nn.Module):
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Trunk features (the space mixup works in) of a full stacked observation."""
         x = self.select(obs)
-        if self.mode == "pixels":
-            x = x / 255.0 - 0.5 if x.is_floating_point() else x.float().mul_(1.0 / 255.0).sub_(0.5)
-        else:
-            x = x.float()
+        x = normalize_pixels(x) if self.mode == "pixels" else x.float()
         return self.trunk(self.encoder(x))
 
     def logits_from_features(self, h: torch.Tensor) -> torch.Tensor:

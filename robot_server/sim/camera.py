@@ -71,7 +71,7 @@ class SimCamera(Camera):
             raise
         self._host, self._key, self._slot = host, key, slot
         self._errors_seen = 0
-        self._dead_pid: int | None = None
+        self._dead_pid = None
         self._restarts_seen = host.restarts
         self._latest = slot.read(None)
 

@@ -75,7 +75,6 @@ class RenderHost:
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
         self.closed = False
         self.restarts = 0  # processes restarted after one died
         self.last_exit: int | None = None  # exit code of the last process that died
@@ -115,8 +114,7 @@ class RenderHost:
             except BaseException:
                 self._close_locked(timeout=2.0)
                 raise
-            self._watchdog = threading.Thread(target=self._watch, name="sim-render-watchdog", daemon=True)
-            self._watchdog.start()
+            threading.Thread(target=self._watch, name="sim-render-watchdog", daemon=True).start()
 
     def _spawn_locked(self, timeout: float) -> None:
         """Start a process and wait for its "ready"; on failure the new process is stopped."""
@@ -161,7 +159,7 @@ class RenderHost:
             if proc is None or proc.poll() is None:
                 continue
             with self._lock:
-                if self.closed or proc is not self._proc:
+                if self.closed:
                     return
                 try:
                     self._restart_locked(proc)

@@ -73,7 +73,6 @@ class _Camera:
             raise
         self.image = np.empty((spec.height, spec.width, 3), dtype=np.uint8)
         self.index = spec.first_index
-        self.rendered = 0
         self.due = 0.0
         self.render_s_total = 0.0
         self.render_count = 0
@@ -83,13 +82,12 @@ class _Camera:
         self.renderer.update_scene(data, camera=self.spec.cam_id)
         self.renderer.render(out=self.image)
         dt = time.perf_counter() - t0
-        if self.rendered > 0:  # the first frame pays for the GL context and shader compilation
+        if self.index > self.spec.first_index:  # the first frame pays for the GL context and shader compilation
             self.render_s_total += dt
             self.render_count += 1
         capture_ms = 1e3 * self.render_s_total / self.render_count if self.render_count else 0.0
         self.slot.write(self.image, self.index, now(), 1e3 * dt, capture_ms)
         self.index += 1
-        self.rendered += 1
 
     def close(self, unlink: bool = False) -> None:
         self.renderer.close()
