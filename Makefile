@@ -25,6 +25,8 @@ lint: venv-test
 test: venv-test franka-sim
 	@date '+[make test %H:%M:%S] ruff'
 	$(VENV)/bin/ruff check .
+	@date '+[make test %H:%M:%S] import contracts (the floor plan)'
+	$(VENV)/bin/lint-imports
 	@date '+[make test %H:%M:%S] pytest'
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@date '+[make test %H:%M:%S] done'

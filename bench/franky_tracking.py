@@ -29,9 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robot_server.action_space import ActionSpace  # noqa: E402
-from robot_server.arm import ArmMode, ArmTarget  # noqa: E402
-from robot_server.franky_arm import FrankyArm  # noqa: E402
+from arm.base import ArmMode, ArmTarget  # noqa: E402
+from arm.franky_arm import FrankyArm  # noqa: E402
+from spec.step import ActionSpace  # noqa: E402
 from tests.franka_sim import ClientProcess, FrankaSimServer, franka_config, missing_reason  # noqa: E402
 
 PERIOD = 0.1

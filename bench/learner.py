@@ -47,7 +47,7 @@ from learner.settings import AgentSettings  # noqa: E402
 from policies.checkpoint import PolicyCheckpoint  # noqa: E402
 from policies.networks import PRESETS, NetworkSizes, PixelEncoder  # noqa: E402
 from policies.runner import PolicyRunner  # noqa: E402
-from policies.spec import CameraSpec, ObsSpec  # noqa: E402
+from spec.step import CameraSpec, ObsSpec  # noqa: E402
 
 SIZE, BATCH, DEMO_ROWS, ADIM, PDIM = 100, 256, 64, 4, 4
 SPEC = ObsSpec("pixels", (CameraSpec("wrist", SIZE, SIZE), CameraSpec("front", SIZE, SIZE)), PDIM)

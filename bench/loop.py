@@ -30,9 +30,9 @@ def main() -> None:
     args = ap.parse_args()
     sys.setswitchinterval(0.001)
 
-    from robot_server.config import load_config
     from robot_server.daemon import Daemon
     from robot_server.session import SessionParams
+    from spec.config import load_config
 
     cfg = load_config(args.config)
     tmp = tempfile.mkdtemp(prefix="bench-loop-")

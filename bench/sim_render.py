@@ -18,9 +18,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from robot_server.action_space import ActionSpace  # noqa: E402
-from robot_server.config import load_config  # noqa: E402
-from robot_server.sim import ScriptedExpert, SimArm, SimWorld, build_sim  # noqa: E402
+from sim import ScriptedExpert, SimArm, SimWorld, build_sim  # noqa: E402
+from spec.config import load_config  # noqa: E402
+from spec.step import ActionSpace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

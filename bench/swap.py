@@ -35,10 +35,10 @@ def main() -> None:
 
     from policies.checkpoint import PolicyCheckpoint
     from policies.networks import NetworkSizes, Policy
-    from policies.spec import ObsSpec
-    from robot_server.config import NetworkConfig, load_config
     from robot_server.daemon import Daemon
     from robot_server.session import SessionParams
+    from spec.config import NetworkConfig, load_config
+    from spec.step import ObsSpec
 
     cfg = load_config(ROOT / "configs" / "sim.yaml")
     tmp = Path(tempfile.mkdtemp(prefix="bench-swap-"))

@@ -35,7 +35,7 @@ def _fail(msg: str, code: int = 1) -> None:
 
 
 def _load(config: Path):
-    from robot_server.config import ConfigError, load_config
+    from spec.config import ConfigError, load_config
 
     try:
         return load_config(config, env={})

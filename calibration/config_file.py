@@ -18,8 +18,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from replay.atomic import atomic_write_bytes
-from robot_server.config import Config, ConfigError, parse_config
+from spec.config import Config, ConfigError, parse_config
+from spec.files import atomic_write_bytes
 
 TAKES_EFFECT = "saved; takes effect at the next daemon start (the running daemon keeps its settings)"
 _LOCK = threading.Lock()  # one writer at a time within a process (API threads, CLI)

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from calibration.config_file import ConfigEditError
-from camera.config import CameraConfig, CropRect
 from camera.crop import crop_resize
+from spec.camera_config import CameraConfig, CropRect
 
 ASPECT_TOLERANCE = 0.02  # relative difference of w/h ratios reported as a stretch
 

@@ -21,7 +21,7 @@ from calibration.board import BoardSpec, Detection, detect_board
 from calibration.handeye import HandEyeResult, Mount, invert, pose_error, pose_matrix, solve_hand_eye
 from calibration.intrinsics import Intrinsics
 from calibration.samples import save_sample
-from robot_server.config import Config
+from spec.config import Config
 
 # Camera frames: MuJoCo looks along -z with y up; OpenCV along +z with y down.
 MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
@@ -54,8 +54,8 @@ def _quat_z_to(normal: np.ndarray, up_hint: np.ndarray) -> str:
 
 
 def board_extras(spec: BoardSpec, mount: Mount, png_path: Path, table_center: tuple[float, float]):
-    """The board as MJCF fragments (robot_server.sim.model.SceneExtras), its image in `png_path`."""
-    from robot_server.sim.model import SceneExtras
+    """The board as MJCF fragments (sim.model.SceneExtras), its image in `png_path`."""
+    from sim.model import SceneExtras
 
     img = spec.image(px_per_square=120, margin_squares=MARGIN_SQUARES)
     if not cv2.imwrite(str(png_path), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)):
@@ -100,7 +100,7 @@ def gripper_pose(world) -> np.ndarray:
 
 def _view_center(cfg: Config, camera: str) -> tuple[float, float]:
     """Where a hand camera's optical axis meets the table with the arm at home."""
-    from robot_server.sim import SimWorld
+    from sim import SimWorld
 
     world = SimWorld(cfg)
     try:
@@ -166,8 +166,8 @@ def run_handeye_sim(
     os.environ.setdefault("MUJOCO_GL", "egl")
     import mujoco
 
-    from robot_server.sim import SimWorld
-    from robot_server.sim.model import JOINT_LOWER, JOINT_UPPER
+    from sim import SimWorld
+    from sim.model import JOINT_LOWER, JOINT_UPPER
 
     if poses < 3:
         raise ValueError(f"poses must be at least 3 (8 or more recommended), got {poses}")

@@ -8,16 +8,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-def now() -> float:
-    """The one host clock for frame and tick timestamps (monotonic seconds)."""
-    return time.monotonic()
+from spec.clock import now
 
 
 @dataclass(frozen=True)
 class Frame:
     image: np.ndarray  # H x W x 3 uint8 RGB at the camera's full resolution
-    timestamp: float  # host monotonic time the frame arrived (camera.base.now)
+    timestamp: float  # host monotonic time the frame arrived (spec.clock.now)
     index: int  # frame counter since connect
     hw_timestamp_ms: float | None = None  # device clock, when the device has one
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from camera.config import CameraConfig, CropRect, OutputSize
+from spec.camera_config import CameraConfig, CropRect, OutputSize
 
 
 def crop_resize(image: np.ndarray, crop: CropRect, out: OutputSize) -> np.ndarray:

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from camera.base import Camera, CameraStats, Frame, now
-from camera.config import CameraConfig
+from camera.base import Camera, CameraStats, Frame
+from spec.camera_config import CameraConfig
+from spec.clock import now
 
 log = logging.getLogger(__name__)
 

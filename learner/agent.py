@@ -20,7 +20,7 @@ from learner.optim import adam
 from learner.settings import AgentSettings, linear_schedule
 from policies.checkpoint import PolicyCheckpoint
 from policies.networks import Critic, NetworkSizes, Policy
-from policies.spec import ActionSpec, ObsSpec, action_dim
+from spec.step import ActionSpec, ObsSpec, action_dim
 
 
 @dataclass

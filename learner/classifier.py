@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from learner.augment import random_shift
 from learner.optim import adam
 from policies.networks import Classifier, NetworkSizes
-from policies.spec import ObsSpec
+from spec.step import ObsSpec
 
 EPS = 1e-10
 REWARD_KINDS = ("log_p", "neg_log_1mp")

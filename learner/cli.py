@@ -23,7 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from learner.memory import keep_freed_memory
 from learner.trainer import LearnerError, Trainer
-from robot_server.config import ConfigError, load_config
+from spec.config import ConfigError, load_config
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True,

@@ -17,8 +17,8 @@ from learner.classifier import ClassifierLearner
 from learner.settings import Settings
 from learner.state import COUNTERS, WEIGHTS, latest
 from policies.networks import NetworkSizes
-from policies.spec import ObsSpec, policy_input
-from robot_server.config import Config
+from spec.config import Config
+from spec.step import ObsSpec, policy_input
 
 
 class OfflineError(RuntimeError):

@@ -23,10 +23,10 @@ import numpy as np
 from learner.buffers import FrameSet, Layout, TransitionBuffer
 from learner.settings import BACKWARD_POSITIVE_FIRST, BACKWARD_POSITIVE_LAST, FORWARD_POSITIVE_LAST, Settings
 from learner.tail import Chunk
-from policies.spec import ObsSpec, policy_input
+from spec.direction import DIRECTIONS
+from spec.step import ObsSpec, policy_input
 
 log = logging.getLogger(__name__)
-DIRECTIONS = ("forward", "backward")
 
 
 def other(direction: str) -> str:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from policies.networks import NetworkSizes
-from robot_server.config import Config
+from spec.config import Config
 
 # (start value, end value, start step, end step) of a linear BC-weight schedule.
 Schedule = tuple[float, float, int, int]

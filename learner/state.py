@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from replay.atomic import atomic_write_bytes, fsync_file
+from spec.files import atomic_write_bytes, fsync_file
 
 WEIGHTS, OPTIM, COUNTERS, LATEST = "weights.safetensors", "optim.pt", "counters.json", "LATEST"
 KEEP = 2

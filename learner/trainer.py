@@ -41,14 +41,14 @@ from learner.agent import Agent, TorchBatch
 from learner.buffers import sample_mixed
 from learner.classifier import ClassifierLearner
 from learner.push import Pusher
-from learner.routing import DIRECTIONS, Buffers, Router, layout_for
+from learner.routing import Buffers, Router, layout_for
 from learner.settings import Settings
 from learner.state import StateError, latest, load_state, save_state
 from learner.tail import StoreTail
-from policies.spec import ObsSpec, action_dim, action_spec_difference
 from replay.store import StoreError
-from robot_server.action_space import ActionSpace
-from robot_server.config import Config
+from spec.config import Config
+from spec.direction import DIRECTIONS
+from spec.step import ActionSpace, ObsSpec, action_dim, action_spec_difference
 
 log = logging.getLogger(__name__)
 

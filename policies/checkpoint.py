@@ -23,10 +23,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from policies.networks import NetworkSizes, Policy
-from policies.spec import ActionSpec, ObsSpec, action_dim
+from spec.direction import DIRECTIONS
+from spec.step import ActionSpec, ObsSpec, action_dim
 
 FORMAT = "medalpp-policy/1"
-DIRECTIONS = ("forward", "backward")
 _REQUIRED = ("format", "version", "direction", "obs_spec", "action_spec", "network", "step", "created_at", "sha256")
 
 

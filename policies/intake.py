@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from policies.checkpoint import DIRECTIONS, CheckpointError, PolicyCheckpoint
+from policies.checkpoint import CheckpointError, PolicyCheckpoint
 from policies.runner import PolicyRunner
-from policies.spec import ActionSpec, ObsSpec, action_dim, action_spec_difference
+from spec.direction import DIRECTIONS
+from spec.step import ActionSpec, ObsSpec, action_dim, action_spec_difference
 
 
 class CheckpointRejected(Exception):

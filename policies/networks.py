@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from policies.spec import ObsSpec
+from spec.step import ObsSpec
 
 if TYPE_CHECKING:
-    from robot_server.config import NetworkConfig
+    from spec.config import NetworkConfig
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 # Demo actions at exactly +-1 have infinite pre-tanh values; MEDALPP.md clips them here.

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from policies.checkpoint import PolicyCheckpoint
-from policies.spec import ObservationError, policy_input
+from spec.step import ObservationError, policy_input
 
 
 class PolicyRunner:

@@ -17,17 +17,9 @@ from typing import Any
 
 import zarr
 
-from replay.atomic import (
-    PARTIAL_SUFFIX,
-    AtomicLocalStore,
-    fsync_dir,
-    fsync_file,
-    fsync_tree,
-    remove_partials,
-    remove_tree,
-    sweep_trash,
-)
+from replay.atomic import AtomicLocalStore, remove_partials, remove_tree, sweep_trash
 from replay.schema import EPISODES, StoreError, is_episode_id, is_episode_record, read_node_attrs
+from spec.files import PARTIAL_SUFFIX, fsync_dir, fsync_file, fsync_tree
 
 
 def array_keys(ep_dir: Path) -> list[str]:

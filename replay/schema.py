@@ -15,7 +15,6 @@ SCHEMA_VERSION = 1
 STORE_FORMAT = "franka-practice-replay"
 EPISODES = "episodes"
 KINDS = ("demo", "practice", "eval")
-DIRECTIONS = ("forward", "backward")
 ID_WIDTH = 6
 _ID_RE = re.compile(r"^[0-9]{6,}$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")

@@ -23,12 +23,11 @@ from zarr.codecs import BloscCodec
 from zarr.core.array import AsyncArray
 from zarr.core.sync import sync as zarr_sync
 
-from replay.atomic import PARTIAL_SUFFIX, AtomicLocalStore, fsync_dir, fsync_file, fsync_tree, remove_tree
+from replay.atomic import AtomicLocalStore, remove_tree
 from replay.compat import compare_meta
 from replay.lock import WriterLock
 from replay.repair import repair_store
 from replay.schema import (
-    DIRECTIONS,
     EPISODES,
     KINDS,
     RESERVED_ATTRS,
@@ -46,6 +45,8 @@ from replay.schema import (
     read_node_attrs,
 )
 from replay.step import StepValidator
+from spec.direction import DIRECTIONS
+from spec.files import PARTIAL_SUFFIX, fsync_dir, fsync_file, fsync_tree
 
 # Low-dimensional arrays are tiny; a chunk of this many image chunks keeps the file count down.
 # Their partial chunks are rewritten (read-modify-write) at each commit, which costs microseconds.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from robot_server.config import Config, ConfigError, load_config
+from spec.config import Config, ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The Franka practice robot server.")
 from calibration.cli import app as calibrate_app  # noqa: E402 (sub-app mounted after `app`)

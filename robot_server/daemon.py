@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from camera.base import Camera
-from robot_server.action_space import ActionSpace
-from robot_server.config import Config
 from robot_server.devices import Devices, build_devices
 from robot_server.loop import ControlLoop
 from robot_server.observation import Observer
 from robot_server.policy_slots import PolicySlots
 from robot_server.recorder import Recorder
 from robot_server.supervisor import Supervisor
+from spec.config import Config
+from spec.step import ActionSpace
 
 log = logging.getLogger(__name__)
 

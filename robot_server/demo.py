@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import typer
 
-from robot_server.config import ConfigError, load_config
+from spec.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

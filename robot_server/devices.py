@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from arm.base import Arm
 from camera.base import Camera
-from robot_server.arm import Arm
-from robot_server.config import Config
+from spec.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class Devices:
     arm: Arm
     cameras: dict[str, Camera]
-    world: Any | None = None  # robot_server.sim.SimWorld when any device is simulated
+    world: Any | None = None  # sim.SimWorld when any device is simulated
     task: Any | None = None  # sim only: scene resets, success check
     expert: Any | None = None  # sim only: scripted demonstrations
     state_dim: int | None = None  # sim only: low-dimensional state for --state learning
@@ -52,16 +52,16 @@ def build_devices(cfg: Config, action_space: Any) -> Devices:
     needs_world = cfg.arm.backend == "sim" or any(c.backend == "sim" for c in cfg.cameras)
     world = None
     if needs_world:
-        from robot_server.sim import SimWorld
+        from sim import SimWorld
 
         world = SimWorld(cfg)
 
     if cfg.arm.backend == "sim":
-        from robot_server.sim import SimArm
+        from sim import SimArm
 
         arm: Arm = SimArm(world, cfg)
     else:
-        from robot_server.franky_arm import FrankyArm
+        from arm.franky_arm import FrankyArm
 
         arm = FrankyArm(cfg)
         if world is not None:
@@ -71,7 +71,7 @@ def build_devices(cfg: Config, action_space: Any) -> Devices:
     cameras: dict[str, Camera] = {}
     for cc in cfg.cameras:
         if cc.backend == "sim":
-            from robot_server.sim import SimCamera
+            from sim import SimCamera
 
             cameras[cc.name] = SimCamera(world, cc)
         else:
@@ -82,7 +82,7 @@ def build_devices(cfg: Config, action_space: Any) -> Devices:
     task = expert = None
     state_dim = None
     if world is not None and cfg.arm.backend == "sim":
-        from robot_server.sim import STATE_DIM, ScriptedExpert
+        from sim import STATE_DIM, ScriptedExpert
 
         task = world.task
         expert = ScriptedExpert(world, action_space)

@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from camera.base import Camera, now
-from robot_server.action_space import ActionSpace, InvalidAction
-from robot_server.arm import Arm, ArmMode, ArmState
+from arm.base import Arm, ArmMode, ArmState
+from camera.base import Camera
 from robot_server.observation import Observation, Observer
 from robot_server.policy_slots import PolicySlots
 from robot_server.supervisor import Supervisor
 from robot_server.timing import Ticker, TickStats
+from spec.clock import now
+from spec.step import ActionSpace, InvalidAction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

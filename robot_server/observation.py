@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from camera.base import Camera, Frame, now
-from camera.config import CameraConfig
+from arm.base import ArmState
+from camera.base import Camera, Frame
 from camera.crop import view_of
-from robot_server.action_space import ActionSpace
-from robot_server.arm import ArmState
+from spec.camera_config import CameraConfig
+from spec.clock import now
+from spec.step import ActionSpace
 
 
 @dataclass

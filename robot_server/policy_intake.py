@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from policies.intake import CheckpointRejected, validate_checkpoint
-from policies.spec import ObsSpec
 from robot_server.policy_slots import ActivePolicy
+from spec.step import ObsSpec
 
 _lock = threading.Lock()
 

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from replay.atomic import atomic_write_bytes
+from spec.direction import DIRECTIONS
+from spec.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("forward", "backward")
 
 
 class Runner(Protocol):

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Direction = Literal["forward", "backward"]
+from spec.direction import Direction
+
 PolicySource = Literal["learned", "random", "hold"]
 
 

@@ -14,14 +14,15 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from camera.base import now
-from robot_server.action_space import ActionSpace
-from robot_server.arm import Arm, ArmMode, ArmState
-from robot_server.config import Config
+from arm.base import Arm, ArmMode, ArmState
 from robot_server.observation import Observation
 from robot_server.policy_slots import PolicySlots
 from robot_server.recorder import Recorder
-from robot_server.session import Direction, PracticeSchedule, SessionParams
+from robot_server.session import PracticeSchedule, SessionParams
+from spec.clock import now
+from spec.config import Config
+from spec.direction import Direction
+from spec.step import ActionSpace
 
 log = logging.getLogger(__name__)
 

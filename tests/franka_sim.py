@@ -212,7 +212,7 @@ def _merge(base: dict, update: dict) -> dict:
 
 def franka_config(**arm_overrides: object):
     """configs/franka.yaml with `arm` fields overridden, e.g. recovery={"max_failures": 2}."""
-    from robot_server.config import Config, load_config
+    from spec.config import Config, load_config
 
     data = load_config(ROOT / "configs" / "franka.yaml", env={}).model_dump()
     data["arm"] = _merge(data["arm"], arm_overrides)
@@ -311,9 +311,9 @@ def client_main(argv: list[str]) -> int:
 
     import numpy as np
 
-    from robot_server.action_space import ActionSpace
-    from robot_server.arm import ArmMode
-    from robot_server.franky_arm import FrankyArm
+    from arm.base import ArmMode
+    from arm.franky_arm import FrankyArm
+    from spec.step import ActionSpace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s")
     seconds, max_failures = float(argv[0]), int(argv[1])

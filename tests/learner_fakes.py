@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from replay.store import ReplayWriter, StoreMeta
-from robot_server.action_space import ActionSpace
-from robot_server.config import Config, parse_config
+from spec.config import Config, parse_config
+from spec.step import ActionSpace
 
 SIZE = 32
 STATE_DIM = 6

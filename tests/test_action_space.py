@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_server.action_space import ActionSpace, InvalidAction
-from robot_server.arm import ArmMode, ArmState
-from robot_server.config import ActionConfig, WorkspaceConfig
+from arm.base import ArmMode, ArmState
+from spec.config import ActionConfig, WorkspaceConfig
+from spec.step import ActionSpace, InvalidAction
 
 BOX = WorkspaceConfig(low=[0.3, -0.2, 0.05], high=[0.6, 0.2, 0.3])
 

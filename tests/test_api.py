@@ -353,10 +353,9 @@ def _checkpoint(daemon: DaemonProc, direction: str, version: int) -> bytes:
 
     from policies.checkpoint import PolicyCheckpoint
     from policies.networks import PRESETS, Policy
-    from policies.spec import ObsSpec, action_dim
-    from robot_server.action_space import ActionSpace
-    from robot_server.config import load_config
-    from robot_server.sim.task import STATE_DIM
+    from sim.task import STATE_DIM
+    from spec.config import load_config
+    from spec.step import ActionSpace, ObsSpec, action_dim
 
     cfg = load_config(daemon.config_path, env={})
     spec = ObsSpec.from_config(cfg, mode="pixels", state_dim=STATE_DIM)

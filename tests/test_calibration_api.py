@@ -17,10 +17,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from camera.base import Camera, CameraStats, Frame, now
+from arm.base import ArmMode, ArmState
+from camera.base import Camera, CameraStats, Frame
 from robot_server.api.app import STATIC, create_app
-from robot_server.arm import ArmMode, ArmState
-from robot_server.config import load_config
+from spec.clock import now
+from spec.config import load_config
 from tests.daemon_proc import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from calibration.config_file import ConfigEditError, backup_path, edit_config
 from calibration.crop import aspect_note, check_crop, parse_rect, preview
 from calibration.workspace import MIN_EXTENT_M, PointLog, home_edits, propose_box, workspace_edits
 from robot_server.cli import app as cli_app
-from robot_server.config import load_config
+from spec.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_YAML = ROOT / "configs" / "sim.yaml"

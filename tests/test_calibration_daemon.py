@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from replay.reader import ReplayReader
 from robot_server.cli import app as cli_app
-from robot_server.config import load_config
+from spec.config import load_config
 from tests.daemon_proc import running_daemon, settled_position, wait_for
 
 pytestmark = pytest.mark.timeout(180)

@@ -18,7 +18,7 @@ from calibration.handeye_sim import run_handeye_sim, tolerance
 from calibration.intrinsics import Intrinsics
 from calibration.samples import load_samples, save_sample
 from robot_server.cli import app as cli_app
-from robot_server.config import load_config
+from spec.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL_MM, TOL_DEG = tolerance()

@@ -13,7 +13,7 @@ from safetensors.torch import save as st_save
 from policies.checkpoint import FORMAT, CheckpointError, PolicyCheckpoint, payload_sha256, read_metadata
 from policies.intake import CheckpointRejected, validate_checkpoint
 from policies.networks import PRESETS, Policy
-from policies.spec import CameraSpec, ObsSpec
+from spec.step import CameraSpec, ObsSpec
 
 torch.set_num_threads(1)
 TINY = PRESETS["tiny"]

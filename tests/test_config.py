@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from robot_server.config import ConfigError, load_config, parse_config
+from spec.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

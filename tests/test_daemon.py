@@ -104,7 +104,7 @@ def _render_children(pid: int) -> list[int]:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except FileNotFoundError:
             continue
-        if b"robot_server.sim.render_process" in cmdline:
+        if b"sim.render_process" in cmdline:
             out.append(int(child))
     return out
 

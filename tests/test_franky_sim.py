@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from robot_server.action_space import ActionSpace
-from robot_server.arm import ArmMode, ArmState, ArmTarget
+from arm.base import ArmMode, ArmState, ArmTarget
+from spec.step import ActionSpace
 
 try:
     from tests.franka_sim import ClientProcess, FrankaSimServer, franka_config, missing_reason
@@ -63,7 +63,7 @@ class Arms:
         sim.clients.append(self.close)
 
     def get(self, tracking: str = "impedance"):
-        from robot_server.franky_arm import FrankyArm
+        from arm.franky_arm import FrankyArm
 
         self.sim.ensure(False)
         if self.arm is not None and self.arm.tracking == tracking and self.arm.robot is not None:

@@ -9,7 +9,7 @@ from learner.buffers import Layout, TransitionBuffer, sample_mixed
 from learner.routing import Buffers, Router, layout_for, runs
 from learner.settings import Settings
 from learner.tail import StoreTail
-from policies.spec import ObsSpec
+from spec.step import ObsSpec
 from tests.learner_fakes import FakeStore, tiny_config
 
 LAYOUT = Layout((2,), np.dtype(np.float32), 1, 1)

@@ -25,8 +25,7 @@ from learner.cli import app
 from learner.state import latest
 from learner.trainer import LearnerError, Trainer
 from policies.intake import CheckpointRejected, validate_checkpoint
-from policies.spec import ObsSpec
-from robot_server.action_space import ActionSpace
+from spec.step import ActionSpace, ObsSpec
 from tests.learner_fakes import STATE_DIM, FakeStore, tiny_config
 
 torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from learner.augment import random_shift
 from learner.classifier import ClassifierLearner, classifier_reward, mixup
 from learner.settings import Settings, linear_schedule
 from policies.networks import PRESETS
-from policies.spec import CameraSpec, ObsSpec
+from spec.step import CameraSpec, ObsSpec
 from tests.learner_fakes import tiny_config
 
 torch.set_num_threads(1)

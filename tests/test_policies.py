@@ -18,9 +18,8 @@ from policies.networks import (
     Policy,
 )
 from policies.runner import PolicyRunner
-from policies.spec import CameraSpec, ObservationError, ObsSpec, action_spec_difference
-from robot_server.action_space import ActionSpace
-from robot_server.config import NetworkConfig
+from spec.config import NetworkConfig
+from spec.step import ActionSpace, CameraSpec, ObservationError, ObsSpec, action_spec_difference
 from tests.learner_fakes import tiny_config
 
 torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention on a busy CI box

@@ -15,13 +15,13 @@ import pytest
 
 rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 needs Debian libusb-1.0-0 (scripts/setup.sh)")
 
-from camera.config import CameraConfig  # noqa: E402
 from camera.realsense import (  # noqa: E402
     CameraNotFound,
     RealSenseCamera,
     RealSenseError,
     list_devices,
 )
+from spec.camera_config import CameraConfig  # noqa: E402
 
 W, H, FPS = 64, 48, 30
 

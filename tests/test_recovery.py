@@ -1,4 +1,4 @@
-"""The recovery state machine (robot_server/recovery.py) against a scripted fake robot.
+"""The recovery state machine (arm/recovery.py) against a scripted fake robot.
 
 A unit test of the transitions; the real path (franky against franka-sim, a reflex provoked by
 pausing the client) is in test_franky_sim.py.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from robot_server.arm import ArmStats
-from robot_server.config import RecoveryConfig
-from robot_server.recovery import RecoveryMachine, RecoveryState
+from arm.base import ArmStats
+from arm.recovery import RecoveryMachine, RecoveryState
+from spec.config import RecoveryConfig
 
 S = RecoveryState
 

@@ -20,8 +20,8 @@ import pytest
 import zarr
 
 from replay import EpisodeInfo, ReplayReader, ReplayWriter, StoreError, StoreLockedError, StoreMeta
-from replay.atomic import atomic_write_bytes
 from replay.synthetic import pattern_meta, pattern_mismatches, pattern_step
+from spec.files import atomic_write_bytes
 
 HERE = Path(__file__).resolve()
 CHILD_TIMEOUT_S = 30

@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 from learner.trainer import Trainer
 from policies.checkpoint import PolicyCheckpoint
 from policies.networks import NetworkSizes, Policy
-from policies.spec import ObsSpec
-from replay.cli import app
-from robot_server.action_space import ActionSpace
+from replay_tools.cli import app
+from spec.step import ActionSpace, ObsSpec
 from tests.learner_fakes import STATE_DIM, FakeStore, tiny_config
 
 runner = CliRunner()

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_server.action_space import ActionSpace
-from robot_server.config import Config, load_config
-from robot_server.sim import ScriptedExpert, SimArm, SimWorld, build_sim
+from sim import ScriptedExpert, SimArm, SimWorld, build_sim
+from spec.config import Config, load_config
+from spec.step import ActionSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 EPISODES = 20

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_server.arm import ArmTarget
-from robot_server.config import Config, load_config
-from robot_server.sim import SimArm, SimCamera, SimWorld
-from robot_server.sim.model import ZONE_A, ZONE_B
-from robot_server.sim.render_host import RenderProcessError
-from robot_server.sim.render_shm import NAME_PREFIX, FrameSlot
+from arm.base import ArmTarget
+from sim import SimArm, SimCamera, SimWorld
+from sim.model import ZONE_A, ZONE_B
+from sim.render_host import RenderProcessError
+from sim.render_shm import NAME_PREFIX, FrameSlot
+from spec.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_YAML = ROOT / "configs" / "sim.yaml"
@@ -145,8 +145,8 @@ def test_two_cameras_share_one_process_and_mirroring_shows(cfg: Config):
 PARENT_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
-    from robot_server.config import load_config
-    from robot_server.sim import SimCamera, SimWorld
+    from spec.config import load_config
+    from sim import SimCamera, SimWorld
     cfg = load_config(sys.argv[1], env={})
     world = SimWorld(cfg)
     world.start()
@@ -234,7 +234,7 @@ WRITER_SCRIPT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from robot_server.sim.render_shm import FrameSlot
+    from sim.render_shm import FrameSlot
     name, h, w, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     slot = FrameSlot.attach(name, h, w)
     image = np.empty((h, w, 3), np.uint8)

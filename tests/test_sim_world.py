@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_server.action_space import ActionSpace
-from robot_server.arm import ArmMode, ArmTarget
-from robot_server.config import Config, load_config
-from robot_server.sim import STATE_DIM, SimArm, SimCamera, SimWorld, build_sim
-from robot_server.sim.model import ZONE_A, ZONE_B
-from robot_server.sim.task import goal_zone, start_zone
+from arm.base import ArmMode, ArmTarget
+from sim import STATE_DIM, SimArm, SimCamera, SimWorld, build_sim
+from sim.model import ZONE_A, ZONE_B
+from sim.task import goal_zone, start_zone
+from spec.config import Config, load_config
+from spec.step import ActionSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME_TCP = np.array([0.307, 0.0, 0.487])  # Franka's ready pose, O_T_EE translation
@@ -77,7 +77,7 @@ def test_world_builds_offline_at_franka_home(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_read_reports_a_consistent_state(world: SimWorld, arm: SimArm):
-    from camera.base import now
+    from spec.clock import now
 
     state = arm.read()
     assert state.mode is ArmMode.READY

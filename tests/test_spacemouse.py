@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_server.action_space import ActionSpace
-from robot_server.config import ActionConfig, SpaceMouseConfig, WorkspaceConfig
 from robot_server.teleop import KeyboardTeleop, SpaceMouseReader, Teleop
 from robot_server.teleop.hid import HidReport, ReportError, decode_report, encode_report, find_spacemice
 from robot_server.teleop.mapping import normalise_axes, pressed_bits
+from spec.config import ActionConfig, SpaceMouseConfig, WorkspaceConfig
+from spec.step import ActionSpace
 
 
 class Clock:

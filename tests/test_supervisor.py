@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from replay.store import ReplayReader
-from robot_server.config import load_config
 from robot_server.daemon import Daemon
 from robot_server.session import SessionParams
+from spec.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spec.direction import Direction
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -20,7 +22,7 @@ class InterventionBody(Body):
 
 
 class DemoStart(Body):
-    direction: Literal["forward", "backward"]
+    direction: Direction
     source: Literal["teleop", "expert"] = Field("teleop", description="expert: the scripted sim expert")
     max_steps: int = Field(600, ge=1, le=100_000, description="the demo ends by itself after this many steps")
 

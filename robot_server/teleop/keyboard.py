@@ -14,9 +14,9 @@ from typing import Literal
 
 import numpy as np
 
-from camera.base import now
-from robot_server.action_space import ActionSpace
 from robot_server.teleop.mapping import EventQueue, TeleopEvent, motion_action
+from spec.clock import now
+from spec.step import ActionSpace
 
 
 class KeyboardTeleop:

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from robot_server.action_space import ActionSpace
+from spec.step import ActionSpace
 
 EventKind = Literal["gripper_toggle", "demo_toggle"]
 
@@ -66,7 +66,7 @@ def pressed_bits(old: int, new: int) -> list[int]:
 class TeleopEvent:
     kind: EventKind
     source: str  # "spacemouse" | "keyboard"
-    t: float  # camera.base.now()
+    t: float  # spec.clock.now()
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "source": self.source, "t": self.t}

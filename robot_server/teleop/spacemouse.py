@@ -22,9 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from camera.base import now
-from robot_server.action_space import ActionSpace
-from robot_server.config import SpaceMouseConfig
 from robot_server.teleop.hid import HidDevice, ReportError, decode_report, find_spacemice
 from robot_server.teleop.mapping import (
     EventQueue,
@@ -34,6 +31,9 @@ from robot_server.teleop.mapping import (
     pressed_bits,
     spacemouse_motion,
 )
+from spec.clock import now
+from spec.config import SpaceMouseConfig
+from spec.step import ActionSpace
 
 log = logging.getLogger(__name__)
 

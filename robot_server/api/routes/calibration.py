@@ -28,13 +28,13 @@ from calibration.handeye import pose_matrix, pose_parts
 from calibration.intrinsics import camera_intrinsics
 from calibration.samples import load_samples, save_sample
 from calibration.workspace import PointLog, home_edits, inside, propose_box, workspace_edits
-from camera.base import now
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable
+from spec.clock import now
 
 router = APIRouter(prefix="/calibration", tags=["calibration"])
 _STATE_LOCK = threading.Lock()
-CAMERA_NAME = r"^[a-z][a-z0-9_]{0,31}$"  # as camera.config.CameraConfig.name (also a directory name)
+CAMERA_NAME = r"^[a-z][a-z0-9_]{0,31}$"  # as spec.camera_config.CameraConfig.name (also a directory name)
 MAX_FRAME_AGE_S = 1.0  # a hand-eye sample needs a live frame, not one from before the arm moved
 
 

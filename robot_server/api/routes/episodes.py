@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 
 from robot_server.api.auth import read_access
 from robot_server.api.deps import daemon_of, jsonable
+from spec.direction import Direction
 
 router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(read_access)])
 
@@ -43,7 +44,7 @@ def _info(e) -> dict:
 async def list_episodes(
     request: Request,
     kind: Literal["demo", "practice", "eval"] | None = None,
-    direction: Literal["forward", "backward"] | None = None,
+    direction: Direction | None = None,
     include_open: bool = False,
     limit: int = Query(100, ge=1, le=5000),
     offset: int = Query(0, ge=0),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable
+from spec.direction import Direction
 
 router = APIRouter(prefix="/policies", tags=["policies"])
 
@@ -31,7 +30,7 @@ async def list_policies(request: Request) -> dict:
     responses={400: {"description": "not a valid checkpoint"}, 409: {"description": "version not newer"},
                413: {"description": "too large"}, 422: {"description": "spec or direction mismatch"}},
 )
-async def put_policy(request: Request, direction: Literal["forward", "backward"]) -> dict:
+async def put_policy(request: Request, direction: Direction) -> dict:
     """Accept a new policy for one direction; the running policy stays if anything is wrong."""
     from policies.intake import CheckpointRejected
 

@@ -11,12 +11,13 @@ import os
 # MuJoCo picks its GL backend when it is first imported: offscreen EGL unless told otherwise.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from robot_server.sim.arm import SimArm  # noqa: E402
-from robot_server.sim.camera import SimCamera  # noqa: E402
-from robot_server.sim.expert import ScriptedExpert  # noqa: E402
-from robot_server.sim.rig import SimRig, build_sim  # noqa: E402
-from robot_server.sim.task import DIRECTIONS, STATE_DIM, STATE_LAYOUT, PushCubeTask  # noqa: E402
-from robot_server.sim.world import SimWorld  # noqa: E402
+from sim.arm import SimArm  # noqa: E402
+from sim.camera import SimCamera  # noqa: E402
+from sim.expert import ScriptedExpert  # noqa: E402
+from sim.rig import SimRig, build_sim  # noqa: E402
+from sim.task import STATE_DIM, STATE_LAYOUT, PushCubeTask  # noqa: E402
+from sim.world import SimWorld  # noqa: E402
+from spec.direction import DIRECTIONS  # noqa: E402
 
 __all__ = [
     "DIRECTIONS",

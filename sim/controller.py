@@ -16,7 +16,7 @@ import math
 import mujoco
 import numpy as np
 
-from robot_server.sim.model import (
+from sim.model import (
     ARM_ACTUATORS,
     ARM_JOINTS,
     FINGER_JOINTS,

@@ -9,7 +9,7 @@ skybox and multisampling are off: a ~100 px frame takes a few milliseconds on ll
 
 The frame rate is `cam_cfg.fps` in simulated time, i.e. `fps * sim.realtime_factor` frames per
 wall second, so frames stay as fresh relative to control ticks when the sim runs faster.
-`Frame.timestamp` is `camera.base.now()` in the render process when the frame was done
+`Frame.timestamp` is `spec.clock.now()` in the render process when the frame was done
 (CLOCK_MONOTONIC is system-wide, so it compares with the daemon's clock).
 """
 
@@ -18,10 +18,10 @@ from __future__ import annotations
 import mujoco
 
 from camera.base import Camera, CameraStats, Frame
-from camera.config import CameraConfig
-from robot_server.sim.render_host import RenderHost
-from robot_server.sim.render_shm import FrameSlot
-from robot_server.sim.world import SimWorld
+from sim.render_host import RenderHost
+from sim.render_shm import FrameSlot
+from sim.world import SimWorld
+from spec.camera_config import CameraConfig
 
 _MAX_ERRORS = 20
 

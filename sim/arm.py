@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from camera.base import now
-from robot_server.arm import Arm, ArmMode, ArmState, ArmStats, ArmTarget
-from robot_server.config import Config
-from robot_server.sim.controller import Phase
-from robot_server.sim.world import SimWorld
+from arm.base import Arm, ArmMode, ArmState, ArmStats, ArmTarget
+from sim.controller import Phase
+from sim.world import SimWorld
+from spec.clock import now
+from spec.config import Config
 
 _MODES = {Phase.READY: ArmMode.READY, Phase.HOMING: ArmMode.HOMING, Phase.STOPPED: ArmMode.STOPPED}
 

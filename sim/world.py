@@ -31,9 +31,8 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from robot_server.config import Config
-from robot_server.sim.controller import CartesianController, Phase, yaw_of
-from robot_server.sim.model import (
+from sim.controller import CartesianController, Phase, yaw_of
+from sim.model import (
     ARM_JOINTS,
     CUBE_JOINT,
     FINGER_JOINTS,
@@ -45,8 +44,9 @@ from robot_server.sim.model import (
     SceneExtras,
     build_model,
 )
-from robot_server.sim.render_host import RenderHost
-from robot_server.sim.task import PushCubeTask
+from sim.render_host import RenderHost
+from sim.task import PushCubeTask
+from spec.config import Config
 
 log = logging.getLogger(__name__)
 

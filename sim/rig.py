@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from robot_server.config import Config
-from robot_server.sim.arm import SimArm
-from robot_server.sim.camera import SimCamera
-from robot_server.sim.world import SimWorld
+from sim.arm import SimArm
+from sim.camera import SimCamera
+from sim.world import SimWorld
+from spec.config import Config
 
 
 @dataclass

@@ -38,7 +38,7 @@ def _store(config: Path | None, store: Path | None) -> Path:
 
 
 def _cfg(config: Path):
-    from robot_server.config import ConfigError, load_config
+    from spec.config import ConfigError, load_config
 
     try:
         return load_config(config)
@@ -204,7 +204,7 @@ def rerun(
     """Re-run a checkpoint's policy (mean action) on the episode's logged observations."""
     from policies.checkpoint import CheckpointError, PolicyCheckpoint
     from policies.runner import PolicyRunner
-    from policies.spec import ObservationError
+    from spec.step import ObservationError
 
     reader = ReplayReader(_store(config, store))
     e = _episode(reader, episode)

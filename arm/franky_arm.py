@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from camera.base import now
-from robot_server.arm import Arm, ArmMode, ArmState, ArmStats, ArmTarget
-from robot_server.config import ArmConfig, Config
-from robot_server.recovery import MAX_ERRORS_KEPT, RecoveryMachine, RecoveryState
+from arm.base import Arm, ArmMode, ArmState, ArmStats, ArmTarget
+from arm.recovery import MAX_ERRORS_KEPT, RecoveryMachine, RecoveryState
+from spec.clock import now
+from spec.config import ArmConfig, Config
 
 log = logging.getLogger(__name__)
 

@@ -7,42 +7,11 @@ few milliseconds; motions (a target, going home, the gripper) run asynchronously
 from __future__ import annotations
 
 import abc
-import enum
 from dataclasses import dataclass, field
 
-import numpy as np
+from spec.step import ArmMode, ArmState, ArmTarget
 
-
-class ArmMode(enum.StrEnum):
-    READY = "ready"  # accepting targets
-    HOMING = "homing"  # a move to the home pose is running; targets are ignored
-    REFLEX = "reflex"  # the controller stopped on an error; recovery pending
-    RECOVERING = "recovering"
-    PAUSED = "paused"  # too many failures: waits for the operator (resume())
-    STOPPED = "stopped"  # emergency stop: no motion until resume()
-    DISCONNECTED = "disconnected"
-
-
-@dataclass(frozen=True)
-class ArmState:
-    position: np.ndarray  # (3,) end-effector position in the base frame, m
-    quaternion: np.ndarray  # (4,) end-effector orientation, w x y z
-    yaw: float  # rotation about the base z axis, rad
-    gripper_width: float  # m
-    joints: np.ndarray  # (7,) rad
-    external_force: np.ndarray  # (6,) external wrench at the end-effector, base frame, N and Nm
-    mode: ArmMode
-    timestamp: float  # camera.base.now() when read
-    gripper_closed: bool = False  # the last gripper command
-
-
-@dataclass(frozen=True)
-class ArmTarget:
-    """An absolute end-effector goal for this tick; roll and pitch are held by the backend."""
-
-    position: np.ndarray  # (3,) m, already clipped to the workspace box
-    yaw: float | None  # rad; None = hold the current yaw
-    gripper_closed: bool
+__all__ = ["Arm", "ArmMode", "ArmState", "ArmStats", "ArmTarget"]
 
 
 @dataclass

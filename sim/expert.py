@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_server.action_space import ActionSpace
-from robot_server.sim.model import CUBE_HALF
-from robot_server.sim.task import check_direction, goal_zone
-from robot_server.sim.world import SimWorld
+from sim.model import CUBE_HALF
+from sim.task import check_direction, goal_zone
+from sim.world import SimWorld
+from spec.step import ActionSpace
 
 PUSHER_HALF = 0.015  # closed fingers, half their extent along the push (finger) axis, m
 STANDOFF = CUBE_HALF + PUSHER_HALF + 0.02  # start this far behind the cube centre

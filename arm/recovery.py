@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from robot_server.arm import ArmStats
-from robot_server.config import RecoveryConfig
+from arm.base import ArmStats
+from spec.config import RecoveryConfig
 
 log = logging.getLogger(__name__)
 

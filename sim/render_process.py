@@ -3,7 +3,7 @@
 Why a process: `mujoco.Renderer.render()` holds the GIL for the whole rasterisation (milliseconds
 on llvmpipe), which delayed the daemon's 10 Hz control thread by several ms when the cameras
 rendered on threads of the daemon. Here they render in a process of their own: a fresh
-interpreter (`python -m robot_server.sim.render_process`, never a fork of a process that has
+interpreter (`python -m sim.render_process`, never a fork of a process that has
 threads and GL contexts, and unlike multiprocessing's "spawn" it never re-imports the daemon's
 main module); `render_host.RenderHost` is the daemon's side.
 
@@ -40,10 +40,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from camera.base import now  # noqa: E402
-from robot_server.sim.render_shm import CameraSpec, FrameSlot, StateBlock  # noqa: E402
+from sim.render_shm import CameraSpec, FrameSlot, StateBlock  # noqa: E402
+from spec.clock import now  # noqa: E402
 
-log = logging.getLogger("robot_server.sim.render_process")
+log = logging.getLogger("sim.render_process")
 
 POLL_S = 0.5  # longest wait between two checks that the daemon is still there
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from camera.config import CameraConfig
+from spec.camera_config import CameraConfig
 
 ENV_PREFIX = "ROBOT__"
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import mujoco
 
-from robot_server.sim.render_shm import CameraSpec, FrameSlot, StateBlock
+from sim.render_shm import CameraSpec, FrameSlot, StateBlock
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,11 @@ class RenderHost:
     def _spawn_locked(self, timeout: float) -> None:
         """Start a process and wait for its "ready"; on failure the new process is stopped."""
         parent_conn, child_conn = multiprocessing.Pipe()
-        # Run from the directory this robot_server was imported from: `-m` puts the cwd first on
+        # Run from the directory this `sim` package was imported from: `-m` puts the cwd first on
         # sys.path, so the child imports the same code whatever the daemon's cwd is.
-        root = Path(__file__).resolve().parents[2]
+        root = Path(__file__).resolve().parents[1]
         cmd = [
-            sys.executable, "-m", "robot_server.sim.render_process",
+            sys.executable, "-m", "sim.render_process",
             "--fd", str(child_conn.fileno()),
             "--state", self.state.name,
             "--parent-pid", str(os.getpid()),

@@ -1,22 +1,157 @@
-"""What a policy sees and does: the observation and action specs a checkpoint is built for.
+"""The step, described once: what the arm reports, what a policy sees and outputs, what the arm is sent.
 
-Observation dict convention everywhere (daemon tick, store, learner): "obs/<camera>" uint8 HxWx3,
-"obs/proprio" float32 [P], "obs/state" float32 [S] (sim only). Pixel policies stack their views
-channel-wise in the camera order of the spec (6 channels for 2 views).
+- `ArmState` / `ArmTarget`: the value objects of one tick (the `arm` interface passes them).
+- `ActionSpace`: the action in [-1, 1]^(d+1) (translation (dx, dy, dz[, dyaw]) then gripper,
+  > 0 closes), THE action clip (translation norm-clipped to 1; MEDALPP.md), its mapping to a
+  workspace-clipped arm target, and the normalised proprioception.
+- `ObsSpec`: the observation a policy of a given mode reads. Observation dict convention
+  everywhere (daemon tick, store, learner): "obs/<camera>" uint8 HxWx3, "obs/proprio" float32 [P],
+  "obs/state" float32 [S] (sim only). Pixel policies stack their views channel-wise in the
+  camera order of the spec (6 channels for 2 views).
+
+The daemon writes both specs into the store's metadata; the learner, replay tools and checkpoint
+intake read them from there.
 """
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from robot_server.config import Config
+    from spec.config import ActionConfig, Config, WorkspaceConfig
 
 Mode = Literal["pixels", "state"]
+
+
+class ArmMode(enum.StrEnum):
+    READY = "ready"  # accepting targets
+    HOMING = "homing"  # a move to the home pose is running; targets are ignored
+    REFLEX = "reflex"  # the controller stopped on an error; recovery pending
+    RECOVERING = "recovering"
+    PAUSED = "paused"  # too many failures: waits for the operator (resume())
+    STOPPED = "stopped"  # emergency stop: no motion until resume()
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True)
+class ArmState:
+    position: np.ndarray  # (3,) end-effector position in the base frame, m
+    quaternion: np.ndarray  # (4,) end-effector orientation, w x y z
+    yaw: float  # rotation about the base z axis, rad
+    gripper_width: float  # m
+    joints: np.ndarray  # (7,) rad
+    external_force: np.ndarray  # (6,) external wrench at the end-effector, base frame, N and Nm
+    mode: ArmMode
+    timestamp: float  # spec.clock.now() when read
+    gripper_closed: bool = False  # the last gripper command
+
+
+@dataclass(frozen=True)
+class ArmTarget:
+    """An absolute end-effector goal for this tick; roll and pitch are held by the backend."""
+
+    position: np.ndarray  # (3,) m, already clipped to the workspace box
+    yaw: float | None  # rad; None = hold the current yaw
+    gripper_closed: bool
+
+
+GRIPPER_MAX_WIDTH = 0.08  # Franka hand, m
+
+
+class InvalidAction(ValueError):
+    pass
+
+
+class ActionSpace:
+    def __init__(self, action: ActionConfig, workspace: WorkspaceConfig) -> None:
+        self.cfg = action
+        self.low = np.asarray(workspace.low, dtype=np.float64)
+        self.high = np.asarray(workspace.high, dtype=np.float64)
+
+    @property
+    def dim(self) -> int:
+        return 5 if self.cfg.yaw else 4
+
+    @property
+    def proprio_dim(self) -> int:
+        return 5 if self.cfg.yaw else 4
+
+    def spec(self) -> dict[str, Any]:
+        """What a checkpoint and the store record about actions, to refuse mismatched policies."""
+        return {
+            "dim": self.dim,
+            "yaw": self.cfg.yaw,
+            "max_translation_m": self.cfg.max_translation_m,
+            "max_yaw_rad": self.cfg.max_yaw_rad,
+            "layout": ["dx", "dy", "dz"] + (["dyaw"] if self.cfg.yaw else []) + ["gripper"],
+            "workspace": {"low": self.low.tolist(), "high": self.high.tolist()},
+        }
+
+    def clip_action(self, action: np.ndarray) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (self.dim,):
+            raise InvalidAction(f"action has {a.size} values, expected {self.dim}")
+        if not np.all(np.isfinite(a)):
+            raise InvalidAction("action contains NaN or inf")
+        a = np.clip(a, -1.0, 1.0)
+        norm = np.linalg.norm(a[:3])
+        if norm > 1.0:
+            a[:3] /= norm
+        return a
+
+    def target(self, action: np.ndarray, state: ArmState) -> ArmTarget:
+        """The absolute target for a (clipped) action, relative to the measured pose."""
+        a = self.clip_action(action)
+        pos = state.position + a[:3] * self.cfg.max_translation_m
+        pos = np.clip(pos, self.low, self.high)
+        yaw = None
+        if self.cfg.yaw:
+            yaw = _wrap(state.yaw + a[3] * self.cfg.max_yaw_rad)
+        return ArmTarget(position=pos, yaw=yaw, gripper_closed=bool(a[-1] > 0.0))
+
+    def hold(self, state: ArmState) -> ArmTarget:
+        return ArmTarget(
+            position=np.clip(state.position, self.low, self.high),
+            yaw=None,
+            gripper_closed=state.gripper_closed,
+        )
+
+    def action_towards(
+        self, delta_pos: np.ndarray, close_gripper: bool, delta_yaw: float = 0.0
+    ) -> np.ndarray:
+        """The normalised action that moves by `delta_pos` metres (for experts and teleop)."""
+        t = np.asarray(delta_pos, dtype=np.float64) / self.cfg.max_translation_m
+        norm = np.linalg.norm(t)
+        if norm > 1.0:
+            t /= norm
+        parts = [t]
+        if self.cfg.yaw:
+            parts.append([np.clip(delta_yaw / self.cfg.max_yaw_rad, -1.0, 1.0)])
+        parts.append([1.0 if close_gripper else -1.0])
+        return np.concatenate(parts).astype(np.float32)
+
+    def proprio(self, state: ArmState) -> np.ndarray:
+        """End-effector position (and yaw) and gripper width, each normalised to [-1, 1]."""
+        pos = 2.0 * (state.position - self.low) / (self.high - self.low) - 1.0
+        parts = [np.clip(pos, -1.5, 1.5)]
+        if self.cfg.yaw:
+            parts.append([state.yaw / math.pi])
+        parts.append([2.0 * state.gripper_width / GRIPPER_MAX_WIDTH - 1.0])
+        return np.concatenate(parts).astype(np.float32)
+
+    def contains(self, position: np.ndarray, margin: float = 0.0) -> bool:
+        p = np.asarray(position)
+        return bool(np.all(p >= self.low - margin) and np.all(p <= self.high + margin))
+
+
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
 @dataclass(frozen=True)
@@ -94,8 +229,6 @@ class ObsSpec:
     @classmethod
     def from_config(cls, cfg: Config, mode: Mode | None = None, state_dim: int | None = None) -> ObsSpec:
         """The spec a robot configured by `cfg` provides (mode defaults to cfg.learner.mode)."""
-        from robot_server.action_space import ActionSpace
-
         mode = mode or cfg.learner.mode
         cams = tuple(
             CameraSpec(
@@ -189,7 +322,7 @@ def _canon(v: Any) -> Any:
     return str(v)
 
 
-# The action spec is the plain dict robot_server.action_space.ActionSpace.spec() returns
+# The action spec is the plain dict spec.step.ActionSpace.spec() returns
 # (dim, yaw, max_translation_m, max_yaw_rad, layout, workspace).
 ActionSpec = dict[str, Any]
 

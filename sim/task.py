@@ -9,19 +9,18 @@ the cube's centre inside the target zone's patch (B forward, A backward).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from robot_server.action_space import GRIPPER_MAX_WIDTH
-from robot_server.config import WorkspaceConfig
-from robot_server.sim.model import CUBE_HALF, CUBE_JOINT, TABLE_X, TABLE_Y, ZONE_A, ZONE_B, Zone
+from sim.model import CUBE_HALF, CUBE_JOINT, TABLE_X, TABLE_Y, ZONE_A, ZONE_B, Zone
+from spec.config import WorkspaceConfig
+from spec.direction import check_direction
+from spec.step import GRIPPER_MAX_WIDTH
 
 if TYPE_CHECKING:
-    from robot_server.sim.world import SimWorld
+    from sim.world import SimWorld
 
-Direction = Literal["forward", "backward"]
-DIRECTIONS: tuple[Direction, Direction] = ("forward", "backward")
 
 # ee xyz, gripper width, cube xyz, sin and cos of 4 x cube yaw (a cube looks the same every 90 deg).
 STATE_DIM = 9
@@ -39,12 +38,6 @@ STATE_LAYOUT = (
 JITTER_M = 0.02
 JITTER_YAW = math.radians(15)
 REACH_MARGIN_M = 0.05  # the cube is still reachable this far outside the workspace box (x, y)
-
-
-def check_direction(direction: str) -> Direction:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
-    return direction  # type: ignore[return-value]
 
 
 def start_zone(direction: str) -> Zone:

@@ -1,0 +1,1 @@
+"""The arm interface (`base`) and the franky (libfranka) driver; the MuJoCo arm lives in `sim`."""
