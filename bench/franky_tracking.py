@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from arm.base import ArmMode, ArmTarget  # noqa: E402
-from arm.franky_arm import FrankyArm  # noqa: E402
+from arm.franky_driver import FrankyArm  # noqa: E402
 from spec.step import ActionSpace  # noqa: E402
 from tests.franka_sim import ClientProcess, FrankaSimServer, franka_config, missing_reason  # noqa: E402
 

@@ -61,7 +61,7 @@ def build_devices(cfg: Config, action_space: Any) -> Devices:
 
         arm: Arm = SimArm(world, cfg)
     else:
-        from arm.franky_arm import FrankyArm
+        from arm.franky_driver import FrankyArm
 
         arm = FrankyArm(cfg)
         if world is not None:

@@ -25,6 +25,7 @@ from sim.model import (
     JOINT_UPPER,
     TCP_SITE,
 )
+from spec.step import yaw_of
 
 # Gripper pointing straight down with yaw 0: TCP x along base x, z along -z (Franka's home).
 R_DOWN = np.diag([1.0, -1.0, -1.0])
@@ -38,11 +39,6 @@ class Phase(enum.StrEnum):
     READY = "ready"
     HOMING = "homing"
     STOPPED = "stopped"
-
-
-def yaw_of(rot: np.ndarray) -> float:
-    """Rotation of the TCP x axis about the base z axis."""
-    return math.atan2(rot[1, 0], rot[0, 0])
 
 
 def rot_z(yaw: float) -> np.ndarray:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from sim.controller import CartesianController, Phase, yaw_of
+from sim.controller import CartesianController, Phase
 from sim.model import (
     ARM_JOINTS,
     CUBE_JOINT,
@@ -47,6 +47,7 @@ from sim.model import (
 from sim.render_host import RenderHost
 from sim.task import PushCubeTask
 from spec.config import Config
+from spec.step import yaw_of
 
 log = logging.getLogger(__name__)
 

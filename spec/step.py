@@ -1,6 +1,7 @@
 """The step, described once: what the arm reports, what a policy sees and outputs, what the arm is sent.
 
-- `ArmState` / `ArmTarget`: the value objects of one tick (the `arm` interface passes them).
+- `ArmState` / `ArmTarget`: the value objects of one tick (the `arm` interface passes them), and
+  `yaw_of`, what their yaw means.
 - `ActionSpace`: the action in [-1, 1]^(d+1) (translation (dx, dy, dz[, dyaw]) then gripper,
   > 0 closes), THE action clip (translation norm-clipped to 1; MEDALPP.md), its mapping to a
   workspace-clipped arm target, and the normalised proprioception.
@@ -43,13 +44,21 @@ class ArmMode(enum.StrEnum):
 class ArmState:
     position: np.ndarray  # (3,) end-effector position in the base frame, m
     quaternion: np.ndarray  # (4,) end-effector orientation, w x y z
-    yaw: float  # rotation about the base z axis, rad
+    yaw: float  # yaw_of(the end-effector rotation), rad
     gripper_width: float  # m
     joints: np.ndarray  # (7,) rad
     external_force: np.ndarray  # (6,) external wrench at the end-effector, base frame, N and Nm
     mode: ArmMode
     timestamp: float  # spec.clock.now() when read
     gripper_closed: bool = False  # the last gripper command
+
+
+def yaw_of(rot: np.ndarray) -> float:
+    """What "yaw" means for every arm: the angle of the end-effector x axis about the base z axis.
+
+    `rot` is the end-effector rotation matrix in the base frame (a 4x4 transform works too).
+    """
+    return math.atan2(rot[1, 0], rot[0, 0])
 
 
 @dataclass(frozen=True)

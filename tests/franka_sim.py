@@ -312,7 +312,7 @@ def client_main(argv: list[str]) -> int:
     import numpy as np
 
     from arm.base import ArmMode
-    from arm.franky_arm import FrankyArm
+    from arm.franky_driver import FrankyArm
     from spec.step import ActionSpace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s")

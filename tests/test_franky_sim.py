@@ -63,7 +63,7 @@ class Arms:
         sim.clients.append(self.close)
 
     def get(self, tracking: str = "impedance"):
-        from arm.franky_arm import FrankyArm
+        from arm.franky_driver import FrankyArm
 
         self.sim.ensure(False)
         if self.arm is not None and self.arm.tracking == tracking and self.arm.robot is not None:

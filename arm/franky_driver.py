@@ -1,5 +1,9 @@
 """The hardware arm: a Franka FR3/Panda through franky (libfranka), or franka-sim speaking its protocol.
 
+`FrankyArm` implements `arm.base.Arm`: connection, the tick (`read()`, `send_target()`), homing,
+emergency stop, and franky state -> `ArmState`. It delegates following the target to
+`arm.tracking`, the gripper to `arm.gripper` and unattended recovery to `arm.recovery`.
+
 Threads (all owned here; only the control thread calls the public methods):
 - the control thread: `read()` and `send_target()` each make a few sub-millisecond franky calls
   (state, poll for an asynchronous motion error, re-target) and return;
@@ -7,17 +11,8 @@ Threads (all owned here; only the control thread calls the public methods):
   thread's scheduling policy, see `_open_connections`);
 - `franky-recovery`: runs the `RecoveryMachine` after a reflex. Recovery calls block for tens of
   milliseconds (`recover_from_errors()` ~60 ms on franka-sim), so they never run on the tick;
-- `franky-gripper`: issues gripper commands (franky `*_async` futures) and polls the gripper
+- `franky-gripper` (`arm.gripper.GripperWorker`): issues gripper commands and polls the gripper
   width, which blocks ~17 ms per read; `read()` returns its latest width.
-
-Tracking (cfg.arm.tracking): "impedance" keeps one `CartesianImpedanceTrackingMotion` running and
-moves its reference every tick; "cartesian" re-targets an asynchronous `CartesianMotion` every
-tick (franky re-plans with Ruckig within the dynamics factor). bench/franky_tracking.py compares
-them against franka-sim: impedance lags 10 Hz random-walk targets by ~3.7 mm (mean) and never
-failed; the re-targeted Cartesian motions lag ~6 mm when they work, but franky's re-planned
-trajectory sometimes wanders off by centimetres (the sim follows the command within a
-millimetre) and its planner fails now and then ("Motion planner failed", handled as a reflex).
-Hence impedance is the default.
 
 Orientation: roll and pitch are held with the gripper pointing down (R = Rz(yaw) diag(1,-1,-1),
 the convention of the MuJoCo sim arm); yaw is the target's, or held.
@@ -29,22 +24,22 @@ import dataclasses
 import logging
 import math
 import threading
-import time
 from typing import Any
 
 import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState, ArmStats, ArmTarget
+from arm.gripper import GripperWorker
 from arm.recovery import MAX_ERRORS_KEPT, RecoveryMachine, RecoveryState
+from arm.tracking import TRACKINGS, Tracking
 from spec.clock import now
-from spec.config import ArmConfig, Config
+from spec.config import Config
+from spec.step import yaw_of
 
 log = logging.getLogger(__name__)
 
-GRIPPER_POLL_S = 0.05
 THREAD_JOIN_S = 3.0
 CONNECT_TIMEOUT_S = 15.0
-POSTURE_STIFFNESS = 10.0  # Nm/rad, pulls the impedance tracker's null space towards home_joints
 _RECOVERY_MODES = {
     RecoveryState.REFLEX: ArmMode.REFLEX,
     RecoveryState.RECOVERING: ArmMode.RECOVERING,
@@ -67,11 +62,6 @@ def down_quaternion_xyzw(yaw: float) -> np.ndarray:
     return np.array([math.cos(yaw / 2.0), math.sin(yaw / 2.0), 0.0, 0.0])
 
 
-def yaw_of_matrix(rot: np.ndarray) -> float:
-    """Rotation of the end-effector x axis about the base z axis."""
-    return math.atan2(rot[1, 0], rot[0, 0])
-
-
 def _motion_errors(franky: Any) -> tuple[type[BaseException], ...]:
     """What an aborted motion raises: libfranka's ControlException (a reflex, a rejected move) or
     a plain RuntimeError from franky's own planner (e.g. Ruckig's "Motion planner failed")."""
@@ -81,139 +71,6 @@ def _motion_errors(franky: Any) -> tuple[type[BaseException], ...]:
 def _is_preemption(exc: BaseException) -> bool:
     # Our own stop() preempts a running motion; that is not a reflex.
     return "preempted" in str(exc)
-
-
-class _Tracking:
-    """How a stream of 10 Hz absolute poses is handed to franky."""
-
-    name = ""
-
-    def __init__(self, robot: Any, cfg: Config) -> None:
-        self.robot = robot
-        self.cfg = cfg
-
-    def send(self, pose: Any) -> None:
-        raise NotImplementedError
-
-    def wind_down(self) -> None:
-        """Start ending the running motion gently (returns at once)."""
-
-    def reset(self) -> None:
-        """Forget the running motion (it died in a reflex, or was stopped)."""
-
-
-class ImpedanceTracking(_Tracking):
-    name = "impedance"
-
-    def __init__(self, robot: Any, cfg: Config) -> None:
-        super().__init__(robot, cfg)
-        self._motion: Any = None
-        # Bounds the impedance force when the reference is far (K * clip: 2000 N/m * 3 cm = 60 N);
-        # one tick's step is at most max_translation_m, so normal tracking is never clipped.
-        self.error_clip = max(0.03, 1.5 * cfg.action.max_translation_m)
-
-    def send(self, pose: Any) -> None:
-        franky = _franky()
-        reference = franky.CartesianReference(target=pose)
-        if self._motion is not None and self.robot.is_in_control:
-            self._motion.set_reference(reference)
-            return
-        imp = self.cfg.arm.impedance
-        motion = franky.CartesianImpedanceTrackingMotion(
-            translational_stiffness=imp.translational_stiffness,
-            rotational_stiffness=imp.rotational_stiffness,
-            translational_error_clip=np.full(3, self.error_clip),
-            # The redundant (elbow) motion is otherwise free to drift over hours of tracking.
-            posture_task=franky.PostureTask(np.asarray(self.cfg.arm.home_joints, dtype=np.float64), POSTURE_STIFFNESS),
-        )
-        motion.set_reference(reference)
-        self.robot.move(motion, asynchronous=True)
-        self._motion = motion
-
-    def wind_down(self) -> None:
-        if self._motion is not None and self.robot.is_in_control:
-            # Torque motions never finish by themselves; this one ramps to damping and ends.
-            self.robot.move(_franky().TorqueStopMotion(), asynchronous=True)
-        self._motion = None
-
-    def reset(self) -> None:
-        self._motion = None
-
-
-class CartesianTracking(_Tracking):
-    name = "cartesian"
-
-    def send(self, pose: Any) -> None:
-        franky = _franky()
-        self.robot.move(franky.CartesianMotion(pose, franky.ReferenceType.Absolute), asynchronous=True)
-
-    # A re-targeted CartesianMotion ends by itself at its last target (< 2 cm away): nothing to do.
-
-
-TRACKINGS: dict[str, type[_Tracking]] = {"impedance": ImpedanceTracking, "cartesian": CartesianTracking}
-
-
-class _GripperWorker(threading.Thread):
-    """Owns the gripper connection: commands go out as futures, the state is polled."""
-
-    def __init__(self, gripper: Any, cfg: ArmConfig, on_error: Any) -> None:
-        super().__init__(name="franky-gripper", daemon=True)
-        self.gripper = gripper
-        self.speed = cfg.gripper_speed
-        self.force = cfg.gripper_force
-        self.on_error = on_error
-        self.desired_closed: bool | None = None  # written by the control thread
-        self.commanded_closed: bool | None = None
-        self.commands = 0
-        self.last_result: bool | None = None
-        self.width = float(gripper.width)
-        self.max_width = float(gripper.max_width) or 0.08
-        self._future: Any = None
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            t0 = time.monotonic()
-            try:
-                self._command()
-                # Blocks ~17 ms for the next gripper datagram. `width` releases the GIL while it
-                # waits; `state` does not (other threads measured stalled for up to 53 ms).
-                self.width = float(self.gripper.width)
-            except Exception as exc:  # a gripper fault must not kill the thread
-                self.on_error(f"gripper: {type(exc).__name__}: {exc}")
-                self._halt.wait(1.0)
-            self._halt.wait(max(0.0, GRIPPER_POLL_S - (time.monotonic() - t0)))
-
-    def _command(self) -> None:
-        desired = self.desired_closed
-        if desired is None or desired == self.commanded_closed:
-            return
-        if self._future is not None:
-            if not self._future.wait(0.0):
-                return  # one command at a time; the newest wish goes out when this one ends
-            self._collect()
-        if desired:
-            # Close on whatever is there: any final width between 0 and fully open counts.
-            self._future = self.gripper.grasp_async(0.0, self.speed, self.force, 0.005, self.max_width)
-        else:
-            self._future = self.gripper.open_async(self.speed)
-        self.commanded_closed = desired
-        self.commands += 1
-
-    def _collect(self) -> None:
-        future, self._future = self._future, None
-        try:
-            self.last_result = bool(future.get())
-        except Exception as exc:
-            self.on_error(f"gripper command failed: {type(exc).__name__}: {exc}")
-
-    @property
-    def busy(self) -> bool:
-        future = self._future
-        return self.desired_closed != self.commanded_closed or (future is not None and not future.wait(0.0))
-
-    def stop(self) -> None:
-        self._halt.set()
 
 
 class _RecoveryAdapter:
@@ -270,11 +127,11 @@ class FrankyArm(Arm):
         self._stats = ArmStats()
         self._mode = ArmMode.DISCONNECTED
         self._disconnect_reason: str | None = None
-        self._tracking: _Tracking | None = None
+        self._tracking: Tracking | None = None
         self._homing: str | None = None  # None | "winding_down" | "moving"
         self._yaw_hold = 0.0
         self._episodes_seen = 0
-        self._gripper_worker: _GripperWorker | None = None
+        self._gripper_worker: GripperWorker | None = None
         self._machine: RecoveryMachine | None = None
         self._recovery_thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -291,7 +148,7 @@ class FrankyArm(Arm):
         franky = _franky()
         arm = self.cfg.arm
         self.robot, self.gripper = self._open_connections(franky)
-        self._tracking = TRACKINGS[arm.tracking](self.robot, self.cfg)
+        self._tracking = TRACKINGS[arm.tracking](franky, self.robot, self.cfg)
         self._machine = RecoveryMachine(
             _RecoveryAdapter(self),
             arm.recovery,
@@ -300,7 +157,7 @@ class FrankyArm(Arm):
         )
         self._episodes_seen = 0
         self._closing.clear()
-        self._gripper_worker = _GripperWorker(self.gripper, arm, self._record_error)
+        self._gripper_worker = GripperWorker(self.gripper, arm, self._record_error)
         self._gripper_worker.start()
         self._recovery_thread = threading.Thread(target=self._recovery_loop, name="franky-recovery", daemon=True)
         self._recovery_thread.start()
@@ -364,11 +221,11 @@ class FrankyArm(Arm):
                     self.robot.join_motion(timeout=2.0)
             except Exception as exc:
                 log.info("closing: %s", exc)
-        for thread in (self._recovery_thread, self._gripper_worker):
-            if thread is not None:
-                if isinstance(thread, _GripperWorker):
-                    thread.stop()
-                thread.join(timeout=THREAD_JOIN_S)
+        if self._recovery_thread is not None:
+            self._recovery_thread.join(timeout=THREAD_JOIN_S)
+        if self._gripper_worker is not None:
+            self._gripper_worker.stop()
+            self._gripper_worker.join(timeout=THREAD_JOIN_S)
         self._recovery_thread = self._gripper_worker = None
         # franky closes the connections when the last reference goes: drop every one of them.
         self.robot = self.gripper = self._tracking = None
@@ -499,10 +356,6 @@ class FrankyArm(Arm):
     def tracking(self) -> str:
         return self._tracking.name if self._tracking is not None else self.cfg.arm.tracking
 
-    @property
-    def gripper_busy(self) -> bool:
-        return self._gripper_worker is not None and self._gripper_worker.busy
-
     def _advance_homing(self) -> None:
         franky = _franky()
         try:
@@ -550,7 +403,7 @@ class FrankyArm(Arm):
     def _resync(self, state: Any = None) -> None:
         """Start tracking from where the arm is: after connect, homing, recovery or a stop."""
         state = state if state is not None else self.robot.state
-        self._yaw_hold = yaw_of_matrix(np.asarray(state.O_T_EE.matrix))
+        self._yaw_hold = yaw_of(np.asarray(state.O_T_EE.matrix))
         if self._tracking is not None:
             self._tracking.reset()
 
@@ -572,7 +425,7 @@ class FrankyArm(Arm):
         return ArmState(
             position=np.array(pose.translation, dtype=np.float64),
             quaternion=np.array([w, x, y, z]),
-            yaw=yaw_of_matrix(np.asarray(pose.matrix)),
+            yaw=yaw_of(np.asarray(pose.matrix)),
             gripper_width=worker.width if worker is not None else 0.0,
             joints=np.array(state.q, dtype=np.float64),
             external_force=np.array(state.O_F_ext_hat_K, dtype=np.float64),
