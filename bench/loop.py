@@ -25,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ticks", type=int, default=600)
     ap.add_argument("--policy", default="random", choices=["random", "hold"])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "sim.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "spec" / "configs" / "sim.yaml"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "loop.json"))
     args = ap.parse_args()
     sys.setswitchinterval(0.001)

@@ -120,7 +120,7 @@ def threaded(cfg, seconds: float) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "sim.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "spec" / "configs" / "sim.yaml"))
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--frames", type=int, default=200)
     args = parser.parse_args()

@@ -26,8 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from replay import ReplayReader, ReplayWriter  # noqa: E402
-from replay.synthetic import pattern_meta  # noqa: E402
+from replay.store import ReplayReader, ReplayWriter, StoreMeta  # noqa: E402
 
 RATE_HZ = 10.0
 TARGET_FACTOR = 20  # DESIGN.md: append >= 20x the 10 Hz need
@@ -48,7 +47,17 @@ def bench_append(path: Path, kind: str, steps: int, episode_steps: int, chunk_st
     imgs = frames(kind, 64, rng)
     lat = np.empty(steps)
     closes = []
-    with ReplayWriter.open(path, pattern_meta(), chunk_steps=chunk_steps) as w:
+    with ReplayWriter.open(
+        path,
+        StoreMeta(
+            robot="bench",
+            rate_hz=RATE_HZ,
+            cameras=[{"name": n, "height": 100, "width": 100} for n in ("front", "wrist")],
+            action_space={"dim": 4},
+            proprio_dim=4,
+        ),
+        chunk_steps=chunk_steps,
+    ) as w:
         ep = w.begin_episode("practice", "forward")
         t_start = time.perf_counter()
         for i in range(steps):

@@ -40,7 +40,7 @@ def main() -> None:
     from spec.config import NetworkConfig, load_config
     from spec.step import ObsSpec
 
-    cfg = load_config(ROOT / "configs" / "sim.yaml")
+    cfg = load_config(ROOT / "spec" / "configs" / "sim.yaml")
     tmp = Path(tempfile.mkdtemp(prefix="bench-swap-"))
     cfg.store.path = tmp / "bench.zarr"
     cfg.server.checkpoint_dir = tmp / "policies"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from spec.config import Config, ConfigError, load_config
+from spec.config import Config, ConfigError, load_config, resolve_config_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The Franka practice robot server.")
 from calibration.cli import app as calibrate_app  # noqa: E402 (sub-app mounted after `app`)
@@ -55,7 +55,7 @@ def _env_defaults() -> None:
 
 @app.command()
 def run(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML config, e.g. configs/sim.yaml"),
+    config: Path = typer.Option(Path("sim"), "--config", "-c", help="a YAML file, or a packaged config: sim, franka"),
     policy: PolicyChoice | None = typer.Option(
         None, help="start a practice session at once with this policy (default: wait for the operator)"
     ),
@@ -80,7 +80,7 @@ def run(
     if max_steps is not None and policy is None:
         policy = PolicyChoice.learned
     try:
-        daemon = Daemon(cfg, config_path=config)
+        daemon = Daemon(cfg, config_path=resolve_config_path(config))
     except Exception as exc:
         _fail(f"could not start: {exc}")
     server = None
@@ -142,7 +142,7 @@ def _run_until_done(daemon, server, stop_when_session_ends: bool) -> None:
 
 @app.command()
 def demos(
-    config: Path = typer.Option(..., "--config", "-c"),
+    config: Path = typer.Option(Path("sim"), "--config", "-c", help="a YAML file, or a packaged config: sim"),
     direction: DirectionChoice = typer.Option(..., help="forward (do the task) or backward (undo it)"),
     count: int = typer.Option(20, min=1, max=10_000, help="successful demonstrations to record"),
     max_steps: int = typer.Option(200, min=10, max=10_000, help="steps per demonstration at most"),

@@ -72,7 +72,7 @@ def _stop(proc: subprocess.Popen | None, name: str, timeout: float = 30.0) -> No
 @app.command()
 def main(
     minutes: float = typer.Option(4.0, min=0.5, max=24 * 60, help="how long to practise"),
-    config: Path = typer.Option(ROOT / "configs" / "sim.yaml", help="sim config"),
+    config: Path = typer.Option(ROOT / "spec" / "configs" / "sim.yaml", help="sim config"),
     demos: int = typer.Option(5, min=1, max=200, help="scripted demos per direction if the store has none"),
     pixels: bool = typer.Option(False, help="learn from pixels (slow on CPU) instead of sim state"),
 ) -> None:

@@ -278,11 +278,31 @@ def parse_config(tree: Mapping[str, Any], source: str = "<config>", env: Mapping
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+# The configs shipped inside the package (`sim`, `franka`): they work from any directory.
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML file path as given, or the name of a packaged config (`sim`, `franka`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
+    if path.parent == Path(".") and path.suffix in ("", ".yaml") and packaged.is_file():
+        return packaged
+    raise ConfigError(
+        f"config file not found: {name_or_path} (give a YAML path or a packaged config: {', '.join(packaged_configs())})"
+    )
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Load and validate a YAML config; relative store/run paths stay relative to the working dir."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """Load and validate a YAML config (a path, or a packaged config's name such as `sim`);
+    relative store/run paths stay relative to the working dir."""
+    path = resolve_config_path(path)
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

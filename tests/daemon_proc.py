@@ -24,7 +24,7 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SIM_CONFIG = REPO / "configs" / "sim.yaml"
+SIM_CONFIG = REPO / "spec" / "configs" / "sim.yaml"
 TOKEN = "test-token-0123456789"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0

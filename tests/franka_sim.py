@@ -214,7 +214,7 @@ def franka_config(**arm_overrides: object):
     """configs/franka.yaml with `arm` fields overridden, e.g. recovery={"max_failures": 2}."""
     from spec.config import Config, load_config
 
-    data = load_config(ROOT / "configs" / "franka.yaml", env={}).model_dump()
+    data = load_config(ROOT / "spec" / "configs" / "franka.yaml", env={}).model_dump()
     data["arm"] = _merge(data["arm"], arm_overrides)
     return Config.model_validate(data)
 

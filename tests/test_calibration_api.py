@@ -70,7 +70,7 @@ class FakeLoop:
 class FakeDaemon:
     def __init__(self, config_path: Path | None) -> None:
         self.config_path = config_path
-        self.cfg = load_config(config_path or ROOT / "configs" / "sim.yaml", env={})
+        self.cfg = load_config(config_path or ROOT / "spec" / "configs" / "sim.yaml", env={})
         self.loop = FakeLoop()
         self.loop.move_to([0.45, 0.0, 0.2])
         self.cameras = {c.name: FakeCamera(c.name, c.width, c.height) for c in self.cfg.cameras}
@@ -81,7 +81,7 @@ class FakeDaemon:
 
 @pytest.fixture
 def setup(tmp_path: Path):
-    text = (ROOT / "configs" / "sim.yaml").read_text()
+    text = (ROOT / "spec" / "configs" / "sim.yaml").read_text()
     text = text.replace("token: sim-token-please-change", f"token: {TOKEN}  # keep this secret")
     text = text.replace("path: data/sim.zarr", f"path: {tmp_path / 'store.zarr'}")
     cfg_path = tmp_path / "robot.yaml"

@@ -20,7 +20,7 @@ from robot_server.cli import app as cli_app
 from spec.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SIM_YAML = ROOT / "configs" / "sim.yaml"
+SIM_YAML = ROOT / "spec" / "configs" / "sim.yaml"
 
 
 @pytest.fixture

@@ -177,7 +177,7 @@ def test_samples_are_added_never_overwritten(tmp_path: Path) -> None:
 # --- in the sim, against MuJoCo's ground truth -------------------------------------------------
 @pytest.fixture(scope="module")
 def sim_cfg():
-    return load_config(ROOT / "configs" / "sim.yaml", env={})
+    return load_config(ROOT / "spec" / "configs" / "sim.yaml", env={})
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_sim_front_camera_eye_to_hand_within_tolerance(sim_cfg) -> None:
 def test_cli_solves_saved_samples_and_saves_extrinsics(wrist_run, tmp_path: Path) -> None:
     res, samples = wrist_run
     config = tmp_path / "robot.yaml"
-    config.write_text((ROOT / "configs" / "sim.yaml").read_text())
+    config.write_text((ROOT / "spec" / "configs" / "sim.yaml").read_text())
     out = tmp_path / "wrist.json"
     r = CliRunner().invoke(cli_app, ["calibrate", "handeye", "--samples", str(samples), "--camera", "wrist",
                                      "--mount", "eye-in-hand", "--out", str(out), "--config", str(config)])

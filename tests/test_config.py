@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_shipped_configs_load():
     for name in ("sim.yaml", "franka.yaml"):
-        path = ROOT / "configs" / name
+        path = ROOT / "spec" / "configs" / name
         if path.exists():
             cfg = load_config(path, env={})
             assert cfg.control.rate_hz > 0
@@ -22,7 +22,7 @@ def test_shipped_configs_load():
 
 def test_env_override_sets_nested_field_and_named_camera():
     cfg = load_config(
-        ROOT / "configs" / "sim.yaml",
+        ROOT / "spec" / "configs" / "sim.yaml",
         env={"ROBOT__ARM__HOST": "10.1.2.3", "ROBOT__CAMERAS__WRIST__FPS": "20", "ROBOT__SERVER__PORT": "8123"},
     )
     assert cfg.arm.host == "10.1.2.3"

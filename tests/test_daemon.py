@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sim_config(tmp_path: Path) -> Path:
-    tree = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    tree = yaml.safe_load((ROOT / "spec" / "configs" / "sim.yaml").read_text())
     tree["store"]["path"] = str(tmp_path / "sim.zarr")
     tree["server"]["checkpoint_dir"] = str(tmp_path / "policies")
     path = tmp_path / "sim.yaml"

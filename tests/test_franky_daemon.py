@@ -31,7 +31,7 @@ def server():
 
 
 def test_daemon_drives_franka_sim_and_records(server, tmp_path: Path):
-    tree = yaml.safe_load((ROOT / "configs" / "franka.yaml").read_text())
+    tree = yaml.safe_load((ROOT / "spec" / "configs" / "franka.yaml").read_text())
     tree["store"]["path"] = str(tmp_path / "franka.zarr")
     tree["server"]["checkpoint_dir"] = str(tmp_path / "policies")
     tree["control"]["status_line"] = False

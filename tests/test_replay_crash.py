@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay import ReplayReader, ReplayWriter
-from replay.synthetic import pattern_meta, pattern_mismatches, pattern_step
+from store_patterns import pattern_meta, pattern_mismatches, pattern_step
+
+from replay.store import ReplayReader, ReplayWriter
 
 HERE = Path(__file__).resolve()
 CHUNK = 8

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from store_patterns import pattern_meta, pattern_mismatches, pattern_step
 
-from replay import EpisodeInfo, ReplayReader, ReplayWriter, StoreError, StoreLockedError, StoreMeta
-from replay.synthetic import pattern_meta, pattern_mismatches, pattern_step
+from replay.store import EpisodeInfo, ReplayReader, ReplayWriter, StoreError, StoreLockedError, StoreMeta
 from spec.files import atomic_write_bytes
 
 HERE = Path(__file__).resolve()

@@ -19,7 +19,7 @@ HOLD_STEPS = 5  # after success, keep acting: the cube must stay in the goal
 
 @pytest.fixture(scope="module")
 def cfg() -> Config:
-    return load_config(ROOT / "configs" / "sim.yaml", env={})
+    return load_config(ROOT / "spec" / "configs" / "sim.yaml", env={})
 
 
 def run_episode(

@@ -24,7 +24,7 @@ from sim.render_shm import NAME_PREFIX, FrameSlot
 from spec.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SIM_YAML = ROOT / "configs" / "sim.yaml"
+SIM_YAML = ROOT / "spec" / "configs" / "sim.yaml"
 CUBE_RGB = (0.2, 0.35, 0.9)
 # Hand reaching forward and to the left seen from behind (+y): TCP near (0.63, 0.23, 0.14).
 Q_REACH_LEFT = np.array([0.35, 0.6, 0.0, -1.7, 0.0, 2.3, 0.785])

@@ -22,7 +22,7 @@ HOME_TCP = np.array([0.307, 0.0, 0.487])  # Franka's ready pose, O_T_EE translat
 
 @pytest.fixture(scope="module")
 def cfg() -> Config:
-    return load_config(ROOT / "configs" / "sim.yaml", env={})
+    return load_config(ROOT / "spec" / "configs" / "sim.yaml", env={})
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_world_builds_offline_at_franka_home(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     # Franka's published ready pose checks our kinematics against O_T_EE (configs/sim.yaml homes lower).
-    cfg = load_config(ROOT / "configs" / "sim.yaml",
+    cfg = load_config(ROOT / "spec" / "configs" / "sim.yaml",
                       env={"ROBOT__ARM__HOME_JOINTS": "[0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]"})
     world = SimWorld(cfg)
     try:

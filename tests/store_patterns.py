@@ -1,8 +1,8 @@
 """Synthetic steps with a recognisable per-step pattern, to check that what is read is what was written.
 
 Every value is a function of (episode seed, step index), so a reader can tell a step that was never
-written (zeros), a step from the wrong place, and a torn chunk apart from good data. Used by the
-store's tests, its benchmark and the replay tools' self-checks.
+written (zeros), a step from the wrong place, and a torn chunk apart from good data (the store's
+crash and concurrency tests).
 """
 
 from __future__ import annotations
