@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from spec.step import CameraSpec, Mode, ObsSpec
+
 SCHEMA_VERSION = 1
 STORE_FORMAT = "franka-practice-replay"
 EPISODES = "episodes"
@@ -143,6 +145,18 @@ class StoreMeta:
     @property
     def action_dim(self) -> int:
         return int(self.action_space["dim"])
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StoreMeta:
+        return cls(**{k: attrs[k] for k in ("robot", "rate_hz", "cameras", "action_space", "proprio_dim")},
+                   state_dim=attrs.get("state_dim"), extra=dict(attrs.get("extra") or {}))
+
+    def obs_spec(self, mode: Mode = "pixels") -> ObsSpec:
+        """The observation a policy of `mode` reads from this store: the step, as the daemon described it."""
+        cams = tuple(CameraSpec.from_dict(c) for c in self.cameras) if mode == "pixels" else ()
+        if mode == "state" and not self.state_dim:
+            raise StoreError("this store records no state vector (obs/state): only pixel policies can learn from it")
+        return ObsSpec(mode=mode, cameras=cams, proprio_dim=self.proprio_dim, state_dim=self.state_dim)
 
     def to_attrs(self) -> dict[str, Any]:
         return {

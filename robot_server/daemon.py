@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from camera.base import Camera
+from replay.store import ReplayWriter, StoreMeta
 from robot_server.devices import Devices, build_devices
 from robot_server.loop import ControlLoop
 from robot_server.observation import Observer
@@ -20,7 +21,7 @@ from robot_server.policy_slots import PolicySlots
 from robot_server.recorder import Recorder
 from robot_server.supervisor import Supervisor
 from spec.config import Config
-from spec.step import ActionSpace
+from spec.step import ActionSpace, ObsSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +40,27 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def store_meta(cfg: Config, space: ActionSpace, state_dim: int | None):
-    from replay.store import StoreMeta
-
-    cams = []
-    for c in cfg.cameras:
-        r = c.crop_rect
-        cams.append(
-            {
-                "name": c.name,
-                "height": c.output.height,
-                "width": c.output.width,
-                "full_width": c.width,
-                "full_height": c.height,
-                "crop": {"x": r.x, "y": r.y, "w": r.w, "h": r.h},
-                "backend": c.backend,
-                "serial": c.serial,
-            }
-        )
+def store_meta(cfg: Config, space: ActionSpace, obs_spec: ObsSpec) -> StoreMeta:
+    """The step, described once: readers (learner, replay tools, checkpoint intake) take the
+    observation and action specs from this, never from their own copy of the config."""
+    by_name = {c.name: c for c in cfg.cameras}
+    cams = [
+        cam.to_dict()
+        | {
+            "full_width": by_name[cam.name].width,
+            "full_height": by_name[cam.name].height,
+            "backend": by_name[cam.name].backend,
+            "serial": by_name[cam.name].serial,
+        }
+        for cam in obs_spec.cameras
+    ]
     return StoreMeta(
         robot=cfg.robot,
         rate_hz=cfg.control.rate_hz,
         cameras=cams,
         action_space=space.spec(),
-        proprio_dim=space.proprio_dim,
-        state_dim=state_dim,
+        proprio_dim=obs_spec.proprio_dim,
+        state_dim=obs_spec.state_dim,
         extra={"arm_backend": cfg.arm.backend, "workspace": cfg.workspace.model_dump()},
     )
 
@@ -79,17 +76,17 @@ def check_port_free(host: str, port: int) -> None:
 
 class Daemon:
     def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
-        from replay.store import ReplayWriter
         from robot_server.teleop import KeyboardTeleop, SpaceMouseReader
 
         self.cfg = cfg
         self.config_path = config_path  # the YAML file `cfg` came from (calibration writes to it)
         self.space = ActionSpace(cfg.action, cfg.workspace)
         self.devices: Devices = build_devices(cfg, self.space)
+        # What this robot provides (its views and proprio, plus the sim's state vector): written
+        # into the store once, and what checkpoint intake checks policies against.
+        self.store_meta = store_meta(cfg, self.space, ObsSpec.from_config(cfg, "pixels", self.devices.state_dim))
         try:
-            self.writer = ReplayWriter.open(
-                cfg.store.path, store_meta(cfg, self.space, self.devices.state_dim), cfg.store.chunk_steps
-            )
+            self.writer = ReplayWriter.open(cfg.store.path, self.store_meta, cfg.store.chunk_steps)
         except Exception:
             self.devices.close()
             raise

@@ -13,21 +13,16 @@ from typing import Any
 
 from policies.intake import CheckpointRejected, validate_checkpoint
 from robot_server.policy_slots import ActivePolicy
-from spec.step import ObsSpec
 
 _lock = threading.Lock()
-
-
-def robot_obs_spec(daemon) -> ObsSpec:
-    """What this robot provides: its camera views and proprio, plus the sim state vector if any."""
-    return ObsSpec.from_config(daemon.cfg, mode="pixels", state_dim=daemon.devices.state_dim)
 
 
 def accept(daemon, direction: str, raw: bytes, persist: bool = True) -> dict[str, Any]:
     received = time.monotonic()
     with _lock:
         active = daemon.policies.newest_version(direction)
-        validated = validate_checkpoint(raw, direction, robot_obs_spec(daemon), daemon.space.spec(), active)
+        meta = daemon.store_meta  # the step as written into the store
+        validated = validate_checkpoint(raw, direction, meta.obs_spec(), meta.action_space, active)
         policy = ActivePolicy(
             direction=direction,
             version=validated.version,
