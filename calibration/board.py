@@ -111,13 +111,3 @@ def detect_board(
     return Detection(
         target2cam=T, corner_ids=ids.ravel().copy(), object_points=obj, image_points=img, reprojection_px=rms
     )
-
-
-def draw_detection(image: np.ndarray, det: Detection, intrinsics: Intrinsics, axis_m: float = 0.05) -> np.ndarray:
-    """A copy of the RGB image with the detected corners and the board axes drawn (for checking)."""
-    out = np.ascontiguousarray(image.copy())
-    for x, y in det.image_points:
-        cv2.circle(out, (round(x), round(y)), 3, (255, 0, 0), -1)
-    rvec = cv2.Rodrigues(det.target2cam[:3, :3])[0]
-    cv2.drawFrameAxes(out, intrinsics.matrix, intrinsics.dist, rvec, det.target2cam[:3, 3], axis_m)
-    return out

@@ -97,11 +97,6 @@ class RenderHost:
         """None while the process runs (or before it started); negative: killed by that signal."""
         return None if self._proc is None else self._proc.poll()
 
-    @property
-    def segment_names(self) -> list[str]:
-        """The shared-memory segments this host created (for diagnostics and tests)."""
-        return [self.state.name, *(s.name for s in self._slots.values())]
-
     def start(self, timeout: float = 60.0) -> None:
         """Launch the process and wait until it has loaded the model (idempotent)."""
         with self._lock:

@@ -253,9 +253,6 @@ class ObsSpec:
             raise ValueError("state mode needs the store's state_dim (the sim records obs/state)")
         return cls(mode=mode, cameras=cams, proprio_dim=proprio, state_dim=state_dim)
 
-    def for_mode(self, mode: Mode) -> ObsSpec:
-        return ObsSpec(mode=mode, cameras=self.cameras, proprio_dim=self.proprio_dim, state_dim=self.state_dim)
-
     # --- serialisation ---
     def to_dict(self) -> dict[str, Any]:
         return {
