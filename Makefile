@@ -34,6 +34,7 @@ test: venv-test franka-sim
 bench: venv
 	$(PY) bench/loop.py
 	$(PY) bench/store.py
+	$(PY) bench/sampling.py
 
 clean:
 	rm -rf $(VENV) .venv-franka-sim data runs .pytest_cache

@@ -4,7 +4,9 @@
 The shifts are whole pixels, so the crop is a gather with clamped indices (clamping is replicate
 padding) rather than DrQ-v2's bilinear `grid_sample`: the same pixels, without padding a copy or
 interpolating, and it works on uint8 so frames are widened to float only once, after the shift.
-On this 2-core CPU that is ~4x cheaper per 256 x 6 x 100 x 100 batch (bench/learner.py).
+Frames are channels last ([B, H, W, C], the layout of the store and the buffers), so the gather
+moves whole pixels (C bytes each) in one `index_select` and its output is already the encoder's
+input layout; bench/sampling.py times it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ def random_shift(
     shifts: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """x: [B, C, H, W] of any dtype. `shifts` [B, 2] integer (dx, dy) in [-pad, pad] (random if None).
+    """x: [B, H, W, C] of any dtype. `shifts` [B, 2] integer (dx, dy) in [-pad, pad] (random if None).
 
     A shift of (dx, dy) makes output pixel (y, x) show input pixel (y + dy, x + dx), clamped to the
-    border (replicate padding). The result has x's dtype and channels-last strides, the layout the
-    encoder's convolutions run fastest in on CPU."""
+    border (replicate padding). The result is a new contiguous [B, H, W, C] tensor of x's dtype."""
     if x.dim() != 4:
-        raise ValueError(f"random_shift expects [B, C, H, W], got shape {list(x.shape)}")
-    b, _, h, w = x.shape
+        raise ValueError(f"random_shift expects [B, H, W, C], got shape {list(x.shape)}")
+    b, h, w, c = x.shape
     if pad == 0:
         return x
     if shifts is None:
@@ -33,7 +34,6 @@ def random_shift(
     shifts = shifts.to(device=x.device, dtype=torch.long)
     rows = (torch.arange(h, device=x.device) + shifts[:, 1:2]).clamp_(0, h - 1)  # [B, H]
     cols = (torch.arange(w, device=x.device) + shifts[:, 0:1]).clamp_(0, w - 1)  # [B, W]
-    batch = torch.arange(b, device=x.device).view(b, 1, 1)
-    # Advanced indices around a slice put their dims first: [B, H, W, C], i.e. channels-last.
-    out = x[batch, :, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2)
+    first = torch.arange(b, device=x.device).view(b, 1, 1) * (h * w)
+    source = (first + rows[:, :, None] * w + cols[:, None, :]).view(-1)  # pixel read by each output pixel
+    return x.reshape(b * h * w, c).index_select(0, source).view(b, h, w, c)

@@ -6,8 +6,11 @@ it still serves as a frame for classifier negatives). Online steps never termina
 (not_done = 1, infinite bootstrapping); the transition into a successful demo's final frame is
 terminal (not_done = 0).
 
-Frames are stored once, channel-first ([C, H, W] uint8 stacked views, or [S] float32 state), so
-sampling is index arithmetic plus one gather per array.
+Frames are stored once, in the store's layout: channels last ([H, W, C] uint8, the views stacked
+along the last axis; spec.step.stack_views), or [S] float32 state. Sampling is index arithmetic
+plus one gather per array into a batch the caller allocates once and reuses (`Batch.empty`), so
+sampling neither allocates nor page-faults batch-sized arrays, and the batch goes to the
+augmentation and the encoder as it is (torch.from_numpy shares its memory).
 """
 
 from __future__ import annotations
@@ -19,15 +22,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Layout:
-    """Shapes of one step: main observation (image [C,H,W] uint8 or state [S] float32), proprio, action."""
+    """Shapes of one step: main observation (image [H, W, C] uint8 or state [S] float32), proprio, action."""
 
     main_shape: tuple[int, ...]
     main_dtype: np.dtype
     proprio_dim: int
     action_dim: int
-
-    def frame_bytes(self) -> int:
-        return int(np.prod(self.main_shape)) * np.dtype(self.main_dtype).itemsize
 
 
 @dataclass
@@ -42,11 +42,22 @@ class Batch:
     def __len__(self) -> int:
         return len(self.action)
 
-    @staticmethod
-    def concat(parts: list[Batch]) -> Batch:
-        if len(parts) == 1:
-            return parts[0]
-        return Batch(*(np.concatenate([getattr(p, f) for p in parts]) for f in Batch.__dataclass_fields__))
+    @classmethod
+    def empty(cls, n: int, layout: Layout) -> Batch:
+        """n rows to sample into, again and again (a sample overwrites the previous one)."""
+        main = (n, *layout.main_shape)
+        return cls(
+            obs=np.empty(main, layout.main_dtype),
+            proprio=np.empty((n, layout.proprio_dim), np.float32),
+            action=np.empty((n, layout.action_dim), np.float32),
+            not_done=np.empty(n, np.float32),
+            next_obs=np.empty(main, layout.main_dtype),
+            next_proprio=np.empty((n, layout.proprio_dim), np.float32),
+        )
+
+    def rows(self, start: int, stop: int) -> Batch:
+        """Rows [start, stop) as views: sampling into them fills this batch."""
+        return Batch(*(getattr(self, f)[start:stop] for f in Batch.__dataclass_fields__))
 
 
 class TransitionBuffer:
@@ -137,19 +148,26 @@ class TransitionBuffer:
             raise ValueError(f"{self.name} has no transitions to sample")
         return valid[rng.integers(0, len(valid), size=n)]
 
-    def gather(self, idx: np.ndarray) -> Batch:
+    def gather(self, idx: np.ndarray, out: Batch | None = None) -> Batch:
+        """Transitions idx → idx+1 into `out` (len(idx) rows; a new batch if None)."""
+        out = Batch.empty(len(idx), self.layout) if out is None else out
+        if len(out) != len(idx):
+            raise ValueError(f"{self.name}: {len(idx)} indices for a batch of {len(out)} rows")
         nxt = (idx + 1) % self.capacity
-        return Batch(
-            obs=self.main[idx],
-            proprio=self.proprio[idx],
-            action=self.action[idx],
-            not_done=self.not_done[idx],
-            next_obs=self.main[nxt],
-            next_proprio=self.proprio[nxt],
-        )
+        # mode="clip": the indices are in range, and the default "raise" gathers into a temporary first.
+        for src, i, dst in (
+            (self.main, idx, out.obs),
+            (self.proprio, idx, out.proprio),
+            (self.action, idx, out.action),
+            (self.not_done, idx, out.not_done),
+            (self.main, nxt, out.next_obs),
+            (self.proprio, nxt, out.next_proprio),
+        ):
+            np.take(src, i, axis=0, out=dst, mode="clip")
+        return out
 
-    def sample(self, n: int, rng: np.random.Generator) -> Batch:
-        return self.gather(self.sample_indices(n, rng))
+    def sample(self, n: int, rng: np.random.Generator, out: Batch | None = None) -> Batch:
+        return self.gather(self.sample_indices(n, rng), out)
 
     def sample_frames(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Any stored frames (classifier negatives)."""
@@ -167,9 +185,6 @@ class TransitionBuffer:
     @property
     def last_serial(self) -> int:
         return self.written - 1
-
-    def nbytes(self) -> int:
-        return self.size * (self.layout.frame_bytes() + 4 * (self.layout.proprio_dim + self.layout.action_dim))
 
 
 class FrameSet:
@@ -208,12 +223,20 @@ class FrameSet:
 
 
 def sample_mixed(
-    online: TransitionBuffer, demo: TransitionBuffer, batch_size: int, demo_rows: int, rng: np.random.Generator
+    online: TransitionBuffer,
+    demo: TransitionBuffer,
+    batch_size: int,
+    demo_rows: int,
+    rng: np.random.Generator,
+    out: Batch | None = None,
 ) -> tuple[Batch, int]:
     """(batch_size − k) online rows + k demo rows; k = demo_rows, or 0 when the demo buffer has no
-    transitions yet. Returns the batch (online rows first) and k."""
+    transitions yet. Returns the batch (online rows first; `out` if given) and k."""
     k = demo_rows if demo.num_transitions > 0 else 0
-    parts = [online.sample(batch_size - k, rng)]
+    out = Batch.empty(batch_size, online.layout) if out is None else out
+    if len(out) != batch_size:
+        raise ValueError(f"a batch of {batch_size} rows cannot go into one of {len(out)}")
+    online.sample(batch_size - k, rng, out.rows(0, batch_size - k))
     if k:
-        parts.append(demo.sample(k, rng))
-    return Batch.concat(parts), k
+        demo.sample(k, rng, out.rows(batch_size - k, batch_size))
+    return out, k

@@ -4,8 +4,8 @@ A training step allocates and frees the same tens of large tensors every time (a
 [256, 32, 47, 47] floats are 72 MB each; robot-size critic gradients ~300 MB). glibc serves every
 block above its mmap threshold (at most 32 MB) with a fresh `mmap` and returns it with `munmap`
 on free, so each step page-faults and zeroes gigabytes of new pages again. Telling malloc never
-to mmap and never to trim the heap keeps those pages: on this 2-core CPU one robot-size MEDAL++
-update dropped from ~6 s to ~3.5-4.5 s (bench/learner.py measures it). The cost is that the
+to mmap and never to trim the heap keeps those pages (bench/learner_memory.py counts the page
+faults, bench/learner_update.py times a robot-size update with the setting). The cost is that the
 learner's resident memory stays at its peak, which it reaches again every step anyway.
 
 CUDA tensors are unaffected (PyTorch's caching allocator already reuses device memory); other

@@ -79,10 +79,6 @@ class Pusher:
             self._idle.clear()
             self._cond.notify()
 
-    def pending_versions(self) -> dict[str, int]:
-        with self._cond:
-            return {d: c.version for d, c in self._pending.items()}
-
     def wait_idle(self, timeout: float) -> bool:
         """True once nothing is pending (tests, shutdown)."""
         return self._idle.wait(timeout)

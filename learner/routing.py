@@ -37,7 +37,7 @@ def layout_for(spec: ObsSpec, action_dim: int) -> Layout:
     if spec.mode == "state":
         return Layout((int(spec.state_dim or 0),), np.dtype(np.float32), spec.proprio_dim, action_dim)
     h, w = spec.image_size
-    return Layout((spec.channels, h, w), np.dtype(np.uint8), spec.proprio_dim, action_dim)
+    return Layout((h, w, spec.channels), np.dtype(np.uint8), spec.proprio_dim, action_dim)
 
 
 @dataclass
@@ -94,8 +94,9 @@ class Router:
             self._demo(chunk)
 
     def _arrays(self, data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Frames stay in the store's layout ([n, H, W, C]); the buffers copy them into their rings.
         main, proprio = policy_input(data, self.spec)
-        return np.ascontiguousarray(main), proprio, np.asarray(data["action"], np.float32)
+        return main, proprio, np.asarray(data["action"], np.float32)
 
     def _practice(self, chunk: Chunk, n: int) -> None:
         d = chunk.info.direction

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from learner.agent import Agent, TorchBatch
-from learner.buffers import sample_mixed
+from learner.buffers import Batch, sample_mixed
 from learner.classifier import ClassifierLearner
 from learner.push import Pusher
 from learner.routing import Buffers, Router, layout_for
@@ -140,7 +140,10 @@ class Trainer:
         self.tail = StoreTail(self.store_path, keys, include_open=self.settings.tail_open, keep=self.settings.capacity)
         adim = action_dim(self.action_spec)
         s = self.settings
-        self.buffers = Buffers.create(layout_for(self.spec, adim), s.capacity)
+        layout = layout_for(self.spec, adim)
+        self.buffers = Buffers.create(layout, s.capacity)
+        # Every agent step samples into these again (no batch-sized allocations per step).
+        self.batch, self.bc_batch = Batch.empty(s.batch_size, layout), Batch.empty(s.bc_batch_size, layout)
         self.router = Router(s, self.spec, self.buffers)
         self.agents = {d: Agent(s.agent(d), self.spec, self.action_spec, s.sizes, self.device) for d in DIRECTIONS}
         self.classifiers = {
@@ -282,13 +285,13 @@ class Trainer:
         online, demo = self.buffers.online[d], self.buffers.demo[d]
 
         def sample() -> TorchBatch:
-            batch, _ = sample_mixed(online, demo, s.batch_size, s.demo_rows, self.rng)
+            batch, _ = sample_mixed(online, demo, s.batch_size, s.demo_rows, self.rng, self.batch)
             return TorchBatch.from_numpy(batch, self.device)
 
         def sample_demo() -> TorchBatch | None:
             if demo.num_transitions == 0:
                 return None
-            return TorchBatch.from_numpy(demo.sample(s.bc_batch_size, self.rng), self.device)
+            return TorchBatch.from_numpy(demo.sample(s.bc_batch_size, self.rng, self.bc_batch), self.device)
 
         t0 = time.perf_counter()
         agent.env_step = self.router.env_steps

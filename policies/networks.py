@@ -91,7 +91,10 @@ def normalize_pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 class PixelEncoder(nn.Module):
-    """Conv(C,32,3,s2) → ReLU → 3 × [Conv(32,32,3,s1) → ReLU], input x/255 − 0.5 (DrQ-v2)."""
+    """Conv(C,32,3,s2) → ReLU → 3 × [Conv(32,32,3,s1) → ReLU], input x/255 − 0.5 (DrQ-v2).
+
+    Input [B, H, W, C], channels last as stored (spec.step.stack_views); the convolutions read it
+    as NCHW in channels_last memory, a view, not a copy."""
 
     def __init__(self, in_channels: int, image_size: tuple[int, int], channels: int = 32) -> None:
         super().__init__()
@@ -107,7 +110,7 @@ class PixelEncoder(nn.Module):
         self.repr_dim = channels * h * w
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.convs(normalize_pixels(obs)).flatten(1)
+        return self.convs(normalize_pixels(obs).permute(0, 3, 1, 2)).flatten(1)
 
 
 class StateEncoder(nn.Module):
@@ -305,17 +308,17 @@ class Classifier(nn.Module):
         )
 
     def select(self, obs: torch.Tensor) -> torch.Tensor:
-        """The classifier's views from a full stacked observation [B, C, H, W]."""
+        """The classifier's views from a full stacked observation [B, H, W, C]."""
         if self.mode == "pixels" and not self._all_channels:
             if self._channel_range is not None:
-                return obs.narrow(1, *self._channel_range)
-            return obs.index_select(1, self.channel_index)
+                return obs.narrow(-1, *self._channel_range)
+            return obs.index_select(-1, self.channel_index)
         return obs
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Trunk features (the space mixup works in) of a full stacked observation."""
         x = self.select(obs)
-        x = normalize_pixels(x) if self.mode == "pixels" else x.float()
+        x = normalize_pixels(x).permute(0, 3, 1, 2) if self.mode == "pixels" else x.float()
         return self.trunk(self.encoder(x))
 
     def logits_from_features(self, h: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,10 @@
 The daemon process also runs cameras, the store writer and a web server on a small machine, so
 inference uses one intra-op thread by default (`num_threads`); torch's thread pool is process-wide,
 so pass None to leave it alone (e.g. in a learner process).
+
+An observation reaches the encoder in the cameras' layout: the views stacked channels last
+(spec.step.stack_views, a copy only when there are several), then widened to float once by the
+encoder, whose convolutions read [1, H, W, C] as channels_last NCHW without another copy.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ class PolicyRunner:
         self.action_dim = self.policy.actor.action_dim
         for p in self.policy.parameters():
             p.requires_grad_(False)
-        # channels_last convolutions are ~25 % faster on CPU for the 6x100x100 robot input.
-        self._memory_format = torch.channels_last if self.spec.mode == "pixels" else torch.contiguous_format
-        self.policy.encoder.to(memory_format=self._memory_format)
+        # The input is channels-last pixels: keep the convolution weights in the same memory format.
+        if self.spec.mode == "pixels":
+            self.policy.encoder.to(memory_format=torch.channels_last)
         self._gen = torch.Generator()
         self._gen.manual_seed(seed if seed is not None else int.from_bytes(np.random.bytes(4), "little"))
 
@@ -41,9 +45,7 @@ class PolicyRunner:
         if main.ndim != expect:
             raise ObservationError(f"act() takes one observation, got a batch of shape {list(main.shape)}")
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(main)).unsqueeze(0)
-            if self.spec.mode == "pixels":
-                x = x.float().contiguous(memory_format=self._memory_format)
+            x = torch.from_numpy(np.ascontiguousarray(main)).unsqueeze(0)  # [1, H, W, C] uint8 or [1, S]
             p = torch.from_numpy(np.ascontiguousarray(proprio)).unsqueeze(0)
             a = self.policy(x, p, deterministic=deterministic, generator=self._gen)
         return a[0].numpy().astype(np.float32, copy=False)

@@ -8,7 +8,9 @@
 - `ObsSpec`: the observation a policy of a given mode reads. Observation dict convention
   everywhere (daemon tick, store, learner): "obs/<camera>" uint8 HxWx3, "obs/proprio" float32 [P],
   "obs/state" float32 [S] (sim only). Pixel policies stack their views channel-wise in the
-  camera order of the spec (6 channels for 2 views).
+  camera order of the spec (6 channels for 2 views), channels last: a stacked frame is uint8
+  [H, W, C], the store's own layout, and stays so through the learner's buffers, augmentation
+  and the networks' inputs (a convolution reads it as channels_last memory, without a copy).
 
 The daemon writes both specs into the store's metadata; the learner, replay tools and checkpoint
 intake read them from there.
@@ -348,7 +350,9 @@ class ObservationError(ValueError):
 
 
 def stack_views(obs: Any, spec: ObsSpec) -> np.ndarray:
-    """uint8 [..., C, H, W]: the spec's views from "obs/<camera>" [..., H, W, 3], stacked channel-wise."""
+    """uint8 [..., H, W, C]: the spec's views from "obs/<camera>" [..., H, W, 3], stacked along the
+    last axis in camera order (channels 3v..3v+2 are view v's RGB). One view is returned as given
+    (no copy); several are copied once, into the stacked frame."""
     views = []
     for cam in spec.cameras:
         key = f"obs/{cam.name}"
@@ -360,8 +364,7 @@ def stack_views(obs: Any, spec: ObsSpec) -> np.ndarray:
                 f"{key}: expected uint8 [..., {cam.height}, {cam.width}, 3], got {v.dtype} {list(v.shape)}"
             )
         views.append(v)
-    stacked = np.concatenate(views, axis=-1) if len(views) > 1 else views[0]
-    return np.moveaxis(stacked, -1, -3)
+    return np.concatenate(views, axis=-1) if len(views) > 1 else views[0]
 
 
 def vector(obs: Any, key: str, dim: int) -> np.ndarray:
@@ -375,6 +378,6 @@ def vector(obs: Any, key: str, dim: int) -> np.ndarray:
 
 
 def policy_input(obs: Any, spec: ObsSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(image [..., C, H, W] uint8 or state [..., S] float32, proprio [..., P] float32)."""
+    """(image [..., H, W, C] uint8 or state [..., S] float32, proprio [..., P] float32)."""
     main = vector(obs, "obs/state", int(spec.state_dim or 0)) if spec.mode == "state" else stack_views(obs, spec)
     return main, vector(obs, "obs/proprio", spec.proprio_dim)

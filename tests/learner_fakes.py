@@ -15,9 +15,11 @@ SIZE = 32
 STATE_DIM = 6
 
 
-def tiny_config(tmp: Path, setting: str = "sim", **learner: Any) -> Config:
+def tiny_config(tmp: Path, setting: str = "sim", view: tuple[int, int] = (SIZE, SIZE), **learner: Any) -> Config:
+    """`view`: (height, width) of both camera views."""
+    h, w = view
     cams = [
-        {"name": n, "backend": "sim", "width": SIZE, "height": SIZE, "output": {"width": SIZE, "height": SIZE}}
+        {"name": n, "backend": "sim", "width": w, "height": h, "output": {"width": w, "height": h}}
         for n in ("wrist", "front")
     ]
     lc = {

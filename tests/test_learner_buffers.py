@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from learner.buffers import Layout, TransitionBuffer, sample_mixed
+from learner.agent import Agent, TorchBatch
+from learner.buffers import Batch, Layout, TransitionBuffer, sample_mixed
+from learner.classifier import ClassifierLearner
 from learner.routing import Buffers, Router, layout_for, runs
 from learner.settings import Settings
 from learner.tail import StoreTail
+from policies.networks import PRESETS
+from policies.runner import PolicyRunner
 from spec.step import ObsSpec
-from tests.learner_fakes import FakeStore, tiny_config
+from tests.learner_fakes import FakeStore, fake_step, tiny_config
 
 LAYOUT = Layout((2,), np.dtype(np.float32), 1, 1)
 
@@ -82,6 +87,16 @@ def test_mixed_batches_have_exactly_k_demo_rows():
     batch, k = sample_mixed(online, demo, 16, 4, rng)
     assert k == 4 and len(batch) == 16
     assert np.all(batch.obs[:12, 0] == 1) and np.all(batch.obs[12:, 0] == 9)
+    # The trainer samples into one batch again and again: same arrays, new rows.
+    out = Batch.empty(16, LAYOUT)
+    first = out.obs
+    for _ in range(3):
+        batch, k = sample_mixed(online, demo, 16, 4, rng, out)
+        assert batch is out and batch.obs is first
+        assert np.all(batch.obs[:12, 0] == 1) and np.all(batch.obs[12:, 0] == 9)
+        np.testing.assert_array_equal(batch.next_obs[:, 1], batch.obs[:, 1] + 1)
+    with pytest.raises(ValueError, match="16 rows"):
+        sample_mixed(online, demo, 16, 4, rng, Batch.empty(8, LAYOUT))
 
 
 def test_runs():
@@ -212,3 +227,88 @@ def test_first_poll_only_counts_practice_data_the_buffers_would_not_keep(tmp_pat
     assert level_of(bufs.online["forward"].main[: len(bufs.online["forward"])]) == {2, 3}
     assert level_of(bufs.online["backward"].main[: len(bufs.online["backward"])]) == {2, 3}
     assert len(bufs.demo["forward"]) == 10
+
+
+def pattern(step: int, view: int, h: int, w: int) -> np.ndarray:
+    """uint8 [h, w, 3]: a different value for each step, channel (3·view + k), row and column."""
+    c = 3 * view + np.arange(3)
+    y, x = np.arange(h)[:, None, None], np.arange(w)[None, :, None]
+    return ((step * 13 + c * 40 + y * 3 + x * 7) % 256).astype(np.uint8)
+
+
+def conv_inputs(conv: torch.nn.Module) -> list[torch.Tensor]:
+    """Records the input of every call of `conv` (what the first convolution is given)."""
+    seen: list[torch.Tensor] = []
+    conv.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def as_conv_input(frame: np.ndarray) -> torch.Tensor:
+    """[H, W, C] uint8 → the [C, H, W] float x/255 − 0.5 a first convolution should see."""
+    return torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0 - 0.5
+
+
+def is_shift_of(x: torch.Tensor, frame: np.ndarray, pad: int = 4) -> bool:
+    """x equals one whole-pixel shift of `frame` within ±pad (replicate-padded), as conv input."""
+    h, w = frame.shape[:2]
+    padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    shifts = [padded[dy : dy + h, dx : dx + w] for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
+    candidates = torch.from_numpy(np.stack(shifts)).permute(0, 3, 1, 2).float() / 255.0 - 0.5
+    return bool(((candidates - x).abs().amax(dim=(1, 2, 3)) < 1e-6).any())
+
+
+def test_pixels_keep_their_layout_from_store_to_encoder_input(tmp_path):
+    """A frame whose value depends on (step, view, channel, row, column) reaches the first
+    convolution of the agent (after the random shift), of the classifier and of the policy runner
+    unchanged: no view, channel, row or column is swapped anywhere on the way."""
+    h, w = 24, 40  # not square, so rows and columns cannot be confused
+    cfg = tiny_config(tmp_path, "sim", view=(h, w))
+    spec = ObsSpec.from_config(cfg, "pixels")
+    buffers = Buffers.create(layout_for(spec, 4), 100)
+    router = Router(Settings.from_config(cfg), spec, buffers)
+    st = FakeStore(cfg)
+    for kind, first, n in (("practice", 0, 12), ("demo", 100, 8)):
+        ep = st.writer.begin_episode(kind, "forward", {})
+        for step in range(first, first + n):
+            s = fake_step(cfg, step * 0.1, st.rng, level=0)
+            s |= {"obs/wrist": pattern(step, 0, h, w), "obs/front": pattern(step, 1, h, w)}
+            s["obs/proprio"][0] = step  # which step a sampled row came from
+            ep.append(s)
+        ep.close(success=True)
+    st.close()
+    ingest_all(tmp_path, cfg, router)
+
+    def frame(step: int) -> np.ndarray:  # the stacked observation the policy should see
+        return np.concatenate([pattern(step, 0, h, w), pattern(step, 1, h, w)], axis=-1)
+
+    batch = Batch.empty(16, buffers.online["forward"].layout)
+    sample_mixed(buffers.online["forward"], buffers.demo["forward"], 16, 4, np.random.default_rng(0), batch)
+    steps = batch.proprio[:, 0].astype(int)
+    assert set(steps[:12]) <= set(range(11)) and set(steps[12:]) <= set(range(100, 107))
+    np.testing.assert_array_equal(batch.next_proprio[:, 0], steps + 1)
+    for i, s in enumerate(steps):  # the ring buffer and the batch hold the frames as stored
+        np.testing.assert_array_equal(batch.obs[i], frame(s))
+        np.testing.assert_array_equal(batch.next_obs[i], frame(s + 1))
+
+    torch.manual_seed(0)
+    agent = Agent(Settings.from_config(cfg).agent("forward"), spec, {"dim": 4}, PRESETS["tiny"])
+    seen = conv_inputs(agent.encoder.convs[0])
+    tb = TorchBatch.from_numpy(batch, torch.device("cpu"))
+    agent.encoder(agent.augment(tb.obs))  # as Agent.update does
+    agent.encoder(agent.augment(tb.next_obs))
+    for got, rows in zip(seen, (steps, steps + 1), strict=True):
+        assert got.shape == (16, 6, h, w)
+        for i, s in enumerate(rows):
+            assert is_shift_of(got[i], frame(s)), f"row {i} (step {s}) is not a shift of its stored frame"
+
+    clf = ClassifierLearner("forward", spec, PRESETS["tiny"], "log_p", ["front"])
+    seen = conv_inputs(clf.net.encoder[0])
+    clf.reward(tb.next_obs)  # un-shifted s′, the front view's channels only
+    for i, s in enumerate(steps + 1):
+        torch.testing.assert_close(seen[0][i], as_conv_input(pattern(s, 1, h, w)), atol=1e-6, rtol=0)
+
+    runner = PolicyRunner(agent.checkpoint(version=1), num_threads=None, seed=0)
+    seen = conv_inputs(runner.policy.encoder.convs[0])
+    stored = {"obs/wrist": pattern(5, 0, h, w), "obs/front": pattern(5, 1, h, w), "obs/proprio": np.zeros(4, np.float32)}
+    runner.act(stored)
+    torch.testing.assert_close(seen[0][0], as_conv_input(frame(5)), atol=1e-6, rtol=0)

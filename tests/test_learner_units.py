@@ -35,7 +35,7 @@ def agent(direction: str = "forward", setting: str = "sim", n: int = 4, **learne
 
 def batch(n: int = 8) -> TorchBatch:
     g = torch.Generator().manual_seed(3)
-    img = lambda: torch.randint(0, 256, (n, 6, 32, 32), dtype=torch.uint8, generator=g)  # noqa: E731
+    img = lambda: torch.randint(0, 256, (n, 32, 32, 6), dtype=torch.uint8, generator=g)  # noqa: E731
     return TorchBatch(img(), torch.randn(n, 4, generator=g), torch.rand(n, 4, generator=g) * 2 - 1,
                       torch.ones(n), img(), torch.randn(n, 4, generator=g))
 
@@ -65,8 +65,8 @@ def test_mixup_mixes_features_and_labels_alike():
 def test_classifier_learns_and_reports_fresh_accuracy():
     torch.manual_seed(0)
     clf = ClassifierLearner("forward", SPEC, TINY, "log_p", ["wrist"])
-    pos = torch.full((16, 6, 32, 32), 220, dtype=torch.uint8)
-    neg = torch.full((16, 6, 32, 32), 30, dtype=torch.uint8)
+    pos = torch.full((16, 32, 32, 6), 220, dtype=torch.uint8)
+    neg = torch.full((16, 32, 32, 6), 30, dtype=torch.uint8)
     before = clf.evaluate_fresh(neg)
     assert set(before) == {"clf_forward/fresh_accuracy", "clf_forward/fresh_prob", "clf_forward/fresh_rows"}
     for _ in range(60):
@@ -128,18 +128,19 @@ def test_medalpp_values_per_setting():
 
 
 def test_random_shift_keeps_shape_and_shifts_content():
-    x = torch.arange(2 * 3 * 12 * 12, dtype=torch.float32).view(2, 3, 12, 12)
+    x = torch.arange(2 * 12 * 12 * 3, dtype=torch.float32).view(2, 12, 12, 3)  # [B, H, W, C]
     y = random_shift(x, 4, shifts=torch.tensor([[2, 0], [-1, -3]]))
     assert y.shape == x.shape
-    torch.testing.assert_close(y[0, :, :, :-2], x[0, :, :, 2:])  # content moved left by 2
-    torch.testing.assert_close(y[0, :, :, -2:], x[0, :, :, -1:].expand(3, 12, 2))  # replicate border
-    torch.testing.assert_close(y[1, :, 3:, 1:], x[1, :, :-3, :-1])
+    torch.testing.assert_close(y[0, :, :-2], x[0, :, 2:])  # content moved left by 2
+    torch.testing.assert_close(y[0, :, -2:], x[0, :, -1:].expand(12, 2, 3))  # replicate border
+    torch.testing.assert_close(y[1, 3:, 1:], x[1, :-3, :-1])
     r = random_shift(x.repeat(8, 1, 1, 1))
-    assert r.shape == (16, 3, 12, 12) and not torch.equal(r, x.repeat(8, 1, 1, 1))
+    assert r.shape == (16, 12, 12, 3) and not torch.equal(r, x.repeat(8, 1, 1, 1))
     # Every output is an integer shift of its input within +-4 px: it equals one of the 81 candidates.
-    padded = torch.nn.functional.pad(x.repeat(8, 1, 1, 1), (4, 4, 4, 4), mode="replicate")
+    chw = x.repeat(8, 1, 1, 1).permute(0, 3, 1, 2)
+    padded = torch.nn.functional.pad(chw, (4, 4, 4, 4), mode="replicate").permute(0, 2, 3, 1)
     for i in range(16):
-        assert any(torch.allclose(r[i], padded[i, :, dy:dy + 12, dx:dx + 12], atol=1e-3) for dy in range(9) for dx in range(9))
+        assert any(torch.equal(r[i], padded[i, dy:dy + 12, dx:dx + 12]) for dy in range(9) for dx in range(9))
 
 
 def test_encoder_is_trained_by_the_critic_only():

@@ -41,7 +41,7 @@ def test_encoder_repr_dim_for_robot_views():
     # 100x100 -> stride-2 conv 49 -> three stride-1 convs 43: 32*43*43 features.
     enc = PixelEncoder(6, (100, 100), 32)
     assert enc.repr_dim == 32 * 43 * 43
-    out = enc(torch.zeros(1, 6, 100, 100, dtype=torch.uint8))
+    out = enc(torch.zeros(1, 100, 100, 6, dtype=torch.uint8))  # channels last, as stored
     assert out.shape == (1, enc.repr_dim)
 
 
@@ -108,12 +108,12 @@ def test_classifier_is_spectral_normed_and_forward_sees_only_its_views():
     assert len(linear_like) == 5  # 2 convolutions, 3 linear layers
     assert all(hasattr(m, "parametrizations") and "weight" in m.parametrizations for m in linear_like)
     clf.eval()
-    x = torch.randint(0, 256, (2, 6, 32, 32), dtype=torch.uint8)
+    x = torch.randint(0, 256, (2, 32, 32, 6), dtype=torch.uint8)
     y = x.clone()
-    y[:, 3:] = 255 - y[:, 3:]  # change the front view only
+    y[..., 3:] = 255 - y[..., 3:]  # change the front view only
     torch.testing.assert_close(clf(x), clf(y))
     z = x.clone()
-    z[:, :3] = 255 - z[:, :3]  # change the wrist view
+    z[..., :3] = 255 - z[..., :3]  # change the wrist view
     assert not torch.allclose(clf(x), clf(z))
     with pytest.raises(ValueError, match="subset"):
         Classifier(spec, TINY, cameras=["side"])
@@ -180,7 +180,7 @@ def test_runner_output_shape_range_and_determinism():
     np.testing.assert_array_equal(m1, m2)
     # The runner sees exactly what the training policy sees (stacking order wrist, front).
     with torch.no_grad():
-        x = torch.from_numpy(np.concatenate([obs["obs/wrist"], obs["obs/front"]], -1)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(np.concatenate([obs["obs/wrist"], obs["obs/front"]], -1))[None]
         ref = runner.checkpoint.build_policy()(x, torch.zeros(1, 4), deterministic=True)[0].numpy()
     np.testing.assert_allclose(m1, ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(ObservationError, match="obs/front"):

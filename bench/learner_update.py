@@ -12,7 +12,7 @@
 
 malloc keeps freed memory as in `learner run` (learner/memory.py), for both updates alike.
 
-Writes bench/results/learner.json.   Usage: python bench/learner.py [--iters 4]
+Writes bench/results/learner_update.json.   Usage: python bench/learner_update.py [--iters 4]
 """
 
 from __future__ import annotations
@@ -28,26 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
-# This script is named like the package it measures: keep its own folder off the import path.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE.parent)]
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from learner.agent import Agent, TorchBatch  # noqa: E402
-from learner.augment import random_shift  # noqa: E402
-from learner.buffers import Layout, TransitionBuffer, sample_mixed  # noqa: E402
-from learner.classifier import ClassifierLearner  # noqa: E402
-from learner.memory import keep_freed_memory  # noqa: E402
-from learner.optim import adam  # noqa: E402
-from learner.settings import AgentSettings  # noqa: E402
-from policies.checkpoint import PolicyCheckpoint  # noqa: E402
-from policies.networks import PRESETS, NetworkSizes, PixelEncoder  # noqa: E402
-from policies.runner import PolicyRunner  # noqa: E402
-from spec.step import CameraSpec, ObsSpec  # noqa: E402
+from learner.agent import Agent, TorchBatch
+from learner.augment import random_shift
+from learner.buffers import Batch, Layout, TransitionBuffer, sample_mixed
+from learner.classifier import ClassifierLearner
+from learner.memory import keep_freed_memory
+from learner.optim import adam
+from learner.settings import AgentSettings
+from policies.checkpoint import PolicyCheckpoint
+from policies.networks import PRESETS, NetworkSizes, PixelEncoder
+from policies.runner import PolicyRunner
+from spec.step import CameraSpec, ObsSpec
 
 SIZE, BATCH, DEMO_ROWS, ADIM, PDIM = 100, 256, 64, 4, 4
 SPEC = ObsSpec("pixels", (CameraSpec("wrist", SIZE, SIZE), CameraSpec("front", SIZE, SIZE)), PDIM)
@@ -138,7 +134,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--act-iters", type=int, default=300)
     ap.add_argument("--act-only", type=Path, help=argparse.SUPPRESS)  # the child that times act()
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "learner.json")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "learner_update.json")
     args = ap.parse_args()
     if args.act_only:
         print(json.dumps(time_act(args.act_only, args.act_iters)))
@@ -148,23 +144,25 @@ def main() -> None:
     rng = np.random.default_rng(0)
     threads = torch.get_num_threads()
 
-    layout = Layout((6, SIZE, SIZE), np.dtype(np.uint8), PDIM, ADIM)
+    layout = Layout((SIZE, SIZE, 6), np.dtype(np.uint8), PDIM, ADIM)  # channels last, as the learner stores frames
     online, demo = TransitionBuffer(2000, layout, "online"), TransitionBuffer(500, layout, "demo")
     for seg in range(10):  # 200-step phases of random frames
         n = 200
-        online.append(seg, 0, rng.integers(0, 256, (n, 6, SIZE, SIZE), dtype=np.uint8),
+        online.append(seg, 0, rng.integers(0, 256, (n, SIZE, SIZE, 6), dtype=np.uint8),
                       rng.uniform(-1, 1, (n, PDIM)).astype(np.float32), rng.uniform(-1, 1, (n, ADIM)).astype(np.float32))
     for seg in range(5):
         n = 100
-        demo.append(seg, 0, rng.integers(0, 256, (n, 6, SIZE, SIZE), dtype=np.uint8),
+        demo.append(seg, 0, rng.integers(0, 256, (n, SIZE, SIZE, 6), dtype=np.uint8),
                     rng.uniform(-1, 1, (n, PDIM)).astype(np.float32), rng.uniform(-1, 1, (n, ADIM)).astype(np.float32),
                     terminal=True)
 
+    batch, bc_batch = Batch.empty(BATCH, layout), Batch.empty(DEMO_ROWS, layout)  # reused, as in the trainer
+
     def sample() -> TorchBatch:
-        return TorchBatch.from_numpy(sample_mixed(online, demo, BATCH, DEMO_ROWS, rng)[0], torch.device("cpu"))
+        return TorchBatch.from_numpy(sample_mixed(online, demo, BATCH, DEMO_ROWS, rng, batch)[0], torch.device("cpu"))
 
     def sample_demo() -> TorchBatch:
-        return TorchBatch.from_numpy(demo.sample(DEMO_ROWS, rng), torch.device("cpu"))
+        return TorchBatch.from_numpy(demo.sample(DEMO_ROWS, rng, bc_batch), torch.device("cpu"))
 
     sample_s = timed(sample, 20)
     settings = AgentSettings("forward", utd=1, bc=(1.0, 0.1, 2500, 50_000), learn_alpha=False, alpha_init=0.0,
