@@ -81,7 +81,7 @@ class Daemon:
         self.cfg = cfg
         self.config_path = config_path  # the YAML file `cfg` came from (calibration writes to it)
         self.space = ActionSpace(cfg.action, cfg.workspace)
-        self.devices: Devices = build_devices(cfg, self.space)
+        self.devices: Devices = build_devices(cfg)
         # What this robot provides (its views and proprio, plus the sim's state vector): written
         # into the store once, and what checkpoint intake checks policies against.
         self.store_meta = store_meta(cfg, self.space, ObsSpec.from_config(cfg, "pixels", self.devices.state_dim))

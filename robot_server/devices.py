@@ -48,45 +48,39 @@ class Devices:
             self.world.close()
 
 
-def build_devices(cfg: Config, action_space: Any) -> Devices:
-    needs_world = cfg.arm.backend == "sim" or any(c.backend == "sim" for c in cfg.cameras)
-    world = None
-    if needs_world:
-        from sim import SimWorld
+def build_devices(cfg: Config) -> Devices:
+    rig = None
+    if cfg.arm.backend == "sim" or any(c.backend == "sim" for c in cfg.cameras):
+        from sim import build_sim
 
-        world = SimWorld(cfg)
+        rig = build_sim(cfg)
 
     if cfg.arm.backend == "sim":
-        from sim import SimArm
-
-        arm: Arm = SimArm(world, cfg)
+        assert rig is not None
+        arm: Arm = rig.arm
     else:
         from arm.franky_driver import FrankyArm
 
         arm = FrankyArm(cfg)
-        if world is not None:
+        if rig is not None:
             # Sim cameras show what the franky arm does (franka-sim has no cameras).
-            arm = _Mirrored(arm, world)
+            arm = _Mirrored(arm, rig.world)
 
-    cameras: dict[str, Camera] = {}
+    cameras: dict[str, Camera] = dict(rig.cameras) if rig is not None else {}
     for cc in cfg.cameras:
-        if cc.backend == "sim":
-            from sim import SimCamera
-
-            cameras[cc.name] = SimCamera(world, cc)
-        else:
+        if cc.backend != "sim":
             from camera.realsense import RealSenseCamera
 
             cameras[cc.name] = RealSenseCamera(cc)
+    cameras = {cc.name: cameras[cc.name] for cc in cfg.cameras}  # in config order
 
     task = expert = None
     state_dim = None
-    if world is not None and cfg.arm.backend == "sim":
-        from sim import STATE_DIM, ScriptedExpert
+    if rig is not None and cfg.arm.backend == "sim":
+        from sim import STATE_DIM
 
-        task = world.task
-        expert = ScriptedExpert(world, action_space)
-        state_dim = STATE_DIM
+        task, expert, state_dim = rig.task, rig.expert, STATE_DIM
+    world = rig.world if rig is not None else None
     if world is not None:
         world.start()
     return Devices(arm=arm, cameras=cameras, world=world, task=task, expert=expert, state_dim=state_dim)

@@ -1,4 +1,5 @@
-"""Build the whole sim from a config: world, arm and the sim cameras, started and closed together."""
+"""Build the whole sim from a config: world, arm, sim cameras and scripted expert, started and closed
+together. The one way to build the sim (the daemon's devices, the gymnasium env, tests, benches)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ from dataclasses import dataclass, field
 
 from sim.arm import SimArm
 from sim.camera import SimCamera
+from sim.expert import ScriptedExpert
+from sim.task import PushCubeTask
 from sim.world import SimWorld
 from spec.config import Config
+from spec.step import ActionSpace
 
 
 @dataclass
 class SimRig:
     world: SimWorld
     arm: SimArm
+    expert: ScriptedExpert
     cameras: dict[str, SimCamera] = field(default_factory=dict)
+
+    @property
+    def task(self) -> PushCubeTask:
+        return self.world.task
 
     def start(self) -> None:
         """Physics thread first, then the arm, then one render thread per camera."""
@@ -36,8 +45,10 @@ class SimRig:
         self.close()
 
 
-def build_sim(cfg: Config) -> SimRig:
-    """The sim world, its arm, and a SimCamera for every `backend: sim` camera (not started)."""
+def build_sim(cfg: Config, cameras: bool = True) -> SimRig:
+    """The sim world, its arm, its expert and (with `cameras`) a SimCamera for every `backend: sim`
+    camera; nothing started."""
     world = SimWorld(cfg)
-    cams = {c.name: SimCamera(world, c) for c in cfg.cameras if c.backend == "sim"}
-    return SimRig(world=world, arm=SimArm(world, cfg), cameras=cams)
+    cams = {c.name: SimCamera(world, c) for c in cfg.cameras if c.backend == "sim"} if cameras else {}
+    expert = ScriptedExpert(world, ActionSpace(cfg.action, cfg.workspace))
+    return SimRig(world=world, arm=SimArm(world, cfg), expert=expert, cameras=cams)
