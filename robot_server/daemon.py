@@ -15,6 +15,7 @@ from typing import Any
 from camera.base import Camera
 from robot_server.devices import Devices, build_devices
 from robot_server.loop import ControlLoop
+from robot_server.modes import DemoSource, Mode
 from robot_server.observation import Observer
 from robot_server.policy_slots import PolicySlots
 from robot_server.recorder import Recorder
@@ -224,10 +225,10 @@ class Daemon:
 
 
 def _wind_down(sup: Supervisor) -> None:
-    if sup.mode == "practice":
+    if sup.mode == Mode.PRACTICE:
         sup.stop_session()
-    elif sup.mode == "demo":
-        sup.discard_demo() if sup.demo and sup.demo.source == "expert" else sup.finish_demo(success=False)
+    elif sup.mode == Mode.DEMO:
+        sup.discard_demo() if sup.demo and sup.demo.source == DemoSource.EXPERT else sup.finish_demo(success=False)
 
 
 def status_line(st: dict[str, Any]) -> str:

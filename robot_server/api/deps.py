@@ -12,7 +12,8 @@ from fastapi import HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from robot_server.daemon import Daemon
-from robot_server.supervisor import CommandError, Supervisor
+from robot_server.supervisor import Supervisor
+from robot_server.tick import CommandError
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ async def list_interventions(request: Request) -> dict:
     sup = daemon_of(request).supervisor
     sched = sup.schedule
     current = [iv.as_dict() for iv in sched.interventions] if sched is not None else []
-    return jsonable({"counters": dict(sup.counters.__dict__), "session": current})
+    return jsonable({"counters": sup.counters.as_dict(), "session": current})
 
 
 @router.get("/help", dependencies=[Depends(read_access)])

@@ -1,0 +1,46 @@
+"""The robot asking the operator for help: open requests, one per source, shown until resolved."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from robot_server.events import Event, EventLog
+
+
+class HelpSource(StrEnum):
+    ARM = "arm"  # the arm paused itself (e.g. repeated reflexes)
+    OBJECT = "object"  # sim: the object left the workspace
+    HOMING = "homing"  # the arm did not reach home in time
+    MANUAL_RESET = "manual_reset"  # a person must put the scene back
+
+
+@dataclass
+class HelpRequest:
+    reason: str
+    since: float
+
+
+class HelpRequests:
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+        self._open: dict[HelpSource, HelpRequest] = {}
+
+    def ask(self, source: HelpSource, reason: str, announce: bool = False) -> bool:
+        """Open (or update the reason of) a request; True if it is new. `announce` logs new ones."""
+        current = self._open.get(source)
+        self._open[source] = HelpRequest(reason, current.since if current else time.time())
+        if current is None and announce:
+            self.events.add(Event.HELP_REQUESTED, source=source.value, reason=reason)
+        return current is None
+
+    def resolve(self, source: HelpSource) -> None:
+        self._open.pop(source, None)
+
+    def is_open(self, source: HelpSource) -> bool:
+        return source in self._open
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [{"source": s.value, "reason": r.reason, "since": r.since} for s, r in self._open.items()]
