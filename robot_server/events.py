@@ -21,6 +21,7 @@ class Event(StrEnum):
     TAKEOVER = "takeover"
     TAKEOVER_RELEASED = "takeover_released"
     DEMO_STARTED = "demo_started"
+    DEMO_HOLDING_GOAL = "demo_holding_goal"
     DEMO_FINISHED = "demo_finished"
     DEMO_DISCARDED = "demo_discarded"
     TELEOP_BUTTON_IGNORED = "teleop_button_ignored"

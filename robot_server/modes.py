@@ -22,6 +22,7 @@ class Stage(StrEnum):
     PAUSED = "paused"
     AWAITING_RESET = "awaiting_reset"  # a person puts the scene back, then confirms
     RECORDING = "recording"  # demo: teleop or the expert drives the arm, every step recorded
+    HOLDING_GOAL = "holding_goal"  # demo: recording on while the goal is held (spec.goal)
     ESTOP = "estop"
 
 

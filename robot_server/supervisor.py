@@ -149,14 +149,15 @@ class Supervisor:
         self.ctx.events.add(Event.DEMO_STARTED, direction=direction, source=source.value)
 
     def finish_demo(self, success: bool) -> dict[str, Any]:
+        """Close the demo now, or (success claimed, goal not yet held long enough) after the hold."""
         demo = self._demo()
-        demo.close(success)
-        out = {"direction": demo.direction, "steps": demo.steps, "success": success}
-        self.ctx.events.add(Event.DEMO_FINISHED, **out)
-        self.last_demo = out
-        self.counters.demos_recorded += 1  # after last_demo: other threads poll this counter, then read it
-        self._to_idle()
-        return out
+        verdict = demo.request_finish(success)
+        if verdict is not None:
+            return self._close_demo(verdict)
+        self.ctx.events.add(Event.DEMO_HOLDING_GOAL, direction=demo.direction, steps=demo.steps,
+                            hold_steps_left=demo.hold_steps_left)
+        return {"direction": demo.direction, "steps": demo.steps, "success": True, "closed": False,
+                "hold_steps_left": demo.hold_steps_left}
 
     def discard_demo(self) -> dict[str, Any]:
         demo = self._demo()
@@ -220,9 +221,9 @@ class Supervisor:
     def after_record(self) -> None:
         """Called by the loop once the tick's step is recorded: phase switches and endings."""
         if self.mode == Mode.DEMO and self.demo is not None:
-            success = self.demo.finished()
+            success = self.demo.outcome()
             if success is not None:
-                self.finish_demo(success)
+                self._close_demo(success)
         elif self.mode == Mode.PRACTICE and self.practice is not None:
             end = self.practice.after_record()
             if end is not None:
@@ -243,6 +244,16 @@ class Supervisor:
         return self.ctx.hold_action(state)
 
     # ------------------------------------------------------------------ helpers
+    def _close_demo(self, success: bool) -> dict[str, Any]:
+        demo = self._demo()
+        demo.close(success)
+        out = {"direction": demo.direction, "steps": demo.steps, "success": success}
+        self.ctx.events.add(Event.DEMO_FINISHED, **out)
+        self.last_demo = out
+        self.counters.demos_recorded += 1  # after last_demo: other threads poll this counter, then read it
+        self._to_idle()
+        return {**out, "closed": True}
+
     def _require_idle(self, what: str) -> None:
         if self.mode == Mode.ESTOP:
             raise CommandError("emergency stop is active: release it first")

@@ -296,10 +296,15 @@ def test_demo_finished_is_stored_and_discarded_is_not(api: httpx.Client) -> None
     r = api.post("/demos", json={"direction": "forward"})
     assert r.status_code == 201, r.text
     wait_for(lambda: _demo_steps(api) >= 3, 5.0, what="demo steps")
+    # The cube is not at the goal: the sim's success test refuses "success" (it would cut the demo
+    # short of a held goal), and the demo goes on until the operator says otherwise.
     r = api.post("/demos/current/finish", json={"success": True})
+    assert r.status_code == 409 and "goal is not reached" in r.json()["detail"], r.text
+    r = api.post("/demos/current/finish", json={"success": False})
     assert r.status_code == 200, r.text
     finished = r.json()
-    assert finished["success"] is True and finished["direction"] == "forward" and finished["steps"] >= 3
+    assert finished["success"] is False and finished["closed"] is True
+    assert finished["direction"] == "forward" and finished["steps"] >= 3
 
     new = wait_for(
         lambda: [e for e in _episodes(api, kind="demo", limit=5000) if e["id"] not in before_ids],
@@ -308,7 +313,7 @@ def test_demo_finished_is_stored_and_discarded_is_not(api: httpx.Client) -> None
     )
     assert len(new) == 1
     ep = new[0]
-    assert ep["kind"] == "demo" and ep["direction"] == "forward" and ep["success"] is True
+    assert ep["kind"] == "demo" and ep["direction"] == "forward" and ep["success"] is False
     assert ep["length"] == finished["steps"]
     detail = api.get(f"/episodes/{ep['id']}").json()
     assert detail["steps"] == finished["steps"] and detail["attrs"]["source"] == "teleop"

@@ -50,7 +50,8 @@ function initControls() {
     direction: $("demo-direction").value, source: $("demo-source").value,
   }), (d) => `recording a ${d.direction} demo (${d.source})`);
   action("btn-demo-success", () => api("POST", "/demos/current/finish", { success: true }),
-    (d) => `demo saved as success (${d.steps} steps)`);
+    (d) => (d.closed ? `demo saved as success (${d.steps} steps)`
+      : `holding the goal ${d.hold_steps_left} more steps, then the demo is saved`));
   action("btn-demo-failure", () => api("POST", "/demos/current/finish", { success: false }),
     (d) => `demo saved as failure (${d.steps} steps)`);
   action("btn-demo-discard", () => api("POST", "/demos/current/discard"), "demo discarded");
