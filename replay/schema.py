@@ -14,6 +14,7 @@ import numpy as np
 SCHEMA_VERSION = 1
 STORE_FORMAT = "franka-practice-replay"
 EPISODES = "episodes"
+EVENTS = "events"  # the store's event log (replay.event_log)
 KINDS = ("demo", "practice", "eval")
 ID_WIDTH = 6
 _ID_RE = re.compile(r"^[0-9]{6,}$")

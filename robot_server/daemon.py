@@ -178,6 +178,7 @@ class Daemon:
         st["store"] = {
             "path": str(self.cfg.store.path),
             "steps_written": self.recorder.stats.steps,
+            "events_logged": self.recorder.stats.events_logged,
             "episodes_closed": self.recorder.stats.episodes_closed,
             "backlog": self.recorder.backlog,
             "errors": self.recorder.stats.errors,

@@ -28,16 +28,17 @@ class HelpRequests:
         self.events = events
         self._open: dict[HelpSource, HelpRequest] = {}
 
-    def ask(self, source: HelpSource, reason: str, announce: bool = False) -> bool:
-        """Open (or update the reason of) a request; True if it is new. `announce` logs new ones."""
+    def ask(self, source: HelpSource, reason: str) -> bool:
+        """Open (or update the reason of) a request; True if it is new (then it is a stored event)."""
         current = self._open.get(source)
         self._open[source] = HelpRequest(reason, current.since if current else time.time())
-        if current is None and announce:
+        if current is None:
             self.events.add(Event.HELP_REQUESTED, source=source.value, reason=reason)
         return current is None
 
     def resolve(self, source: HelpSource) -> None:
-        self._open.pop(source, None)
+        if self._open.pop(source, None) is not None:
+            self.events.add(Event.HELP_RESOLVED, source=source.value)
 
     def is_open(self, source: HelpSource) -> bool:
         return source in self._open

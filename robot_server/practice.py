@@ -13,7 +13,7 @@ from robot_server.events import Event
 from robot_server.help import HelpSource
 from robot_server.modes import Stage
 from robot_server.observation import Observation
-from robot_server.session import PracticeSchedule, SessionParams
+from robot_server.session import InterventionKind, PracticeSchedule, SessionParams
 from robot_server.teleop.arbiter import Takeover
 from robot_server.tick import CommandError, Decision, ModeContext
 
@@ -60,7 +60,7 @@ class Practice:
 
     def request_reset(self, reason: str) -> None:
         self.schedule.request_reset(reason)
-        self.ctx.events.add(Event.RESET_REQUESTED, reason=reason)
+        self.ctx.events.add(Event.RESET_REQUESTED, reason=reason, session=self.schedule.id)
 
     def confirm_reset(self) -> None:
         """The operator has put the scene back (hardware); the next forward phase may start."""
@@ -68,10 +68,10 @@ class Practice:
             raise CommandError("no manual reset is pending")
         self.ctx.help.resolve(HelpSource.MANUAL_RESET)
         self.stage = Stage.ACTING
-        self.ctx.events.add(Event.RESET_DONE)
+        self.ctx.events.add(Event.RESET_DONE, session=self.schedule.id)
 
     def record_intervention(self, reason: str) -> dict[str, Any]:
-        return self.schedule.record_intervention("operator", reason).as_dict()
+        return self.ctx.intervention(self.schedule.record_intervention(InterventionKind.OPERATOR, reason))
 
     def after_estop(self) -> None:
         """Back from an emergency stop: paused, so the operator decides when motion resumes."""
@@ -122,7 +122,7 @@ class Practice:
         sw = sched.switch()
         if sw.manual_reset:
             ctx.counters.manual_resets += 1
-            ctx.events.add(Event.MANUAL_RESET, direction=sw.direction)
+            ctx.intervention(sw.manual_reset)
         if sw.go_home:
             self._start_homing()
         if sw.manual_reset:
@@ -140,9 +140,7 @@ class Practice:
         if change == Takeover.STARTED:
             assert tele is not None
             ctx.counters.takeovers += 1
-            iv = sched.record_intervention("takeover", f"{tele.name} took over")
-            ctx.store_event({"type": "intervention", **iv.as_dict()})
-            ctx.events.add(Event.TAKEOVER, teleop=tele.name)
+            ctx.intervention(sched.record_intervention(InterventionKind.TAKEOVER, f"{tele.name} took over"))
         elif change == Takeover.ENDED:
             ctx.events.add(Event.TAKEOVER_RELEASED)
         if tele is not None:

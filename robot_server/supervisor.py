@@ -9,7 +9,6 @@ robot_server.events. Operator commands arrive as calls made on the control threa
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from robot_server.observation import Observation
 from robot_server.policy_slots import PolicySlots
 from robot_server.practice import Practice
 from robot_server.recorder import Recorder
-from robot_server.session import PracticeSchedule, SessionParams
+from robot_server.session import Intervention, InterventionKind, PracticeSchedule, SessionParams
 from robot_server.teleop import Teleop
 from robot_server.teleop.arbiter import TeleopArbiter
 from robot_server.tick import CommandError, Counters, Decision, Expert, Homing, ModeContext, Task
@@ -51,7 +50,7 @@ class Supervisor:
         task: Task | None = None,
         expert: Expert | None = None,
     ) -> None:
-        events = EventLog()
+        events = EventLog(store=None if recorder is None else recorder.log_event)
         help_requests = HelpRequests(events)
         self.ctx = ModeContext(
             cfg=cfg,
@@ -129,12 +128,8 @@ class Supervisor:
     def record_intervention(self, reason: str) -> dict[str, Any]:
         self.counters.operator_interventions += 1
         if self.practice is not None and self.mode == Mode.PRACTICE:
-            iv = self.practice.record_intervention(reason)
-        else:
-            iv = {"kind": "operator", "reason": reason, "step": None, "wall_time": time.time()}
-        self.ctx.store_event({"type": "intervention", **iv})
-        self.ctx.events.add(Event.INTERVENTION, reason=reason)
-        return iv
+            return self.practice.record_intervention(reason)
+        return self.ctx.intervention(Intervention(InterventionKind.OPERATOR, reason, None, None, None))
 
     def start_demo(self, direction: Direction, source: DemoSource | str, max_steps: int) -> None:
         source = DemoSource(source)
@@ -300,7 +295,7 @@ class Supervisor:
         ctx = self.ctx
         why = ctx.arm.help_request()
         if why:
-            ctx.help.ask(HelpSource.ARM, why, announce=True)
+            ctx.help.ask(HelpSource.ARM, why)
         else:
             ctx.help.resolve(HelpSource.ARM)
         if ctx.task is None or self.mode != Mode.PRACTICE:
@@ -309,7 +304,7 @@ class Supervisor:
             ctx.help.resolve(HelpSource.OBJECT)
             return
         reason = "the object left the workspace: a reset is scheduled for the next forward phase"
-        if ctx.help.ask(HelpSource.OBJECT, reason, announce=True):
+        if ctx.help.ask(HelpSource.OBJECT, reason):
             sched = self.schedule
             if sched is not None and sched.reset_requested is None:
                 sched.request_reset("object left the workspace (robot asked for help)")

@@ -9,10 +9,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState
-from robot_server.events import EventLog
+from robot_server.events import Event, EventLog
 from robot_server.help import HelpRequests, HelpSource
 from robot_server.policy_slots import PolicySlots
 from robot_server.recorder import Recorder
+from robot_server.session import Intervention
 from robot_server.teleop.arbiter import TeleopArbiter
 from spec.config import Config
 from spec.step import ActionSpace
@@ -112,7 +113,11 @@ class ModeContext:
         a[-1] = 1.0 if state.gripper_closed else -1.0
         return a
 
-    def store_event(self, event: dict[str, Any]) -> None:
-        """An event recorded with the open segment (if any)."""
+    def intervention(self, iv: Intervention) -> dict[str, Any]:
+        """Count and record an intervention: with the open segment (if any, at its step) and in the
+        store's event log (always)."""
+        record = iv.as_dict()
         if self.recorder is not None:
-            self.recorder.event(event)
+            self.recorder.event({"type": "intervention", **record})
+        self.events.add(Event.INTERVENTION, **record)
+        return record
