@@ -22,6 +22,7 @@ class Event(StrEnum):
     SESSION_ENDED = "session_ended"
     RESET_REQUESTED = "reset_requested"
     RESET_DONE = "reset_done"
+    SUCCESS_CONFIRMED = "success_confirmed"  # the operator saw a direction's task done (robot)
     INTERVENTION = "intervention"  # kind: operator | takeover | manual_reset (session.InterventionKind)
     TAKEOVER_RELEASED = "takeover_released"
     DEMO_STARTED = "demo_started"
@@ -41,6 +42,7 @@ DURABLE = frozenset(
         Event.INTERVENTION,
         Event.RESET_REQUESTED,
         Event.RESET_DONE,
+        Event.SUCCESS_CONFIRMED,
         Event.HELP_REQUESTED,
         Event.HELP_RESOLVED,
         Event.ESTOP,

@@ -13,9 +13,11 @@ from robot_server.events import Event
 from robot_server.help import HelpSource
 from robot_server.modes import Stage
 from robot_server.observation import Observation
+from robot_server.progress import ProgressWatch
 from robot_server.session import InterventionKind, PracticeSchedule, SessionParams
 from robot_server.teleop.arbiter import Takeover
 from robot_server.tick import CommandError, Decision, ModeContext
+from spec.direction import DIRECTIONS, Direction
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ class Practice:
         session = ctx.cfg.session
         self.schedule = PracticeSchedule(params, session.phase_steps, session.home_every)
         self.stage = Stage.ACTING
+        self.progress = ProgressWatch(ctx.help, session.help_after_steps,
+                                      None if ctx.task is None else ctx.task.success)
         self._segment_open = False
         self._pending_end: str | None = None
 
@@ -69,6 +73,13 @@ class Practice:
         self.ctx.help.resolve(HelpSource.MANUAL_RESET)
         self.stage = Stage.ACTING
         self.ctx.events.add(Event.RESET_DONE, session=self.schedule.id)
+        self._helped()
+
+    def confirm_success(self, direction: Direction) -> None:
+        """The operator saw `direction`'s task done (the robot's only success signal)."""
+        self.progress.progress(direction)
+        self.ctx.events.add(Event.SUCCESS_CONFIRMED, direction=direction, session=self.schedule.id,
+                            step=self.schedule.total_steps)
 
     def record_intervention(self, reason: str) -> dict[str, Any]:
         return self.ctx.intervention(self.schedule.record_intervention(InterventionKind.OPERATOR, reason))
@@ -80,6 +91,7 @@ class Practice:
     def end(self, reason: str) -> dict[str, Any]:
         self.close_segment(reason)
         self.ctx.help.resolve(HelpSource.MANUAL_RESET)
+        self.progress.close()
         summary = self.schedule.summary()
         summary["end_reason"] = reason
         self.ctx.events.add(Event.SESSION_ENDED, reason=reason, steps=self.schedule.total_steps)
@@ -104,6 +116,7 @@ class Practice:
             self._open_segment()
         decision = self._action(state, obs)
         decision.record = True
+        self.progress.step(sched.direction)
         sched.count_step()
         if sched.done:
             self._pending_end = "max_steps reached"
@@ -129,6 +142,7 @@ class Practice:
             if ctx.task is not None:
                 # In sim the "human" puts the scene back at once.
                 ctx.task.reset_scene("forward", ctx.rng)
+                self._helped()
             else:
                 self.stage = Stage.AWAITING_RESET
                 ctx.help.ask(HelpSource.MANUAL_RESET, "reset the scene for the forward task, then press resume")
@@ -160,6 +174,11 @@ class Practice:
                     return Decision(ctx.hold_action(state), source="policy_error")
         # Seed phase (MEDALPP.md): uniform random actions, never the untrained policy.
         return Decision(ctx.rng.uniform(-1.0, 1.0, ctx.space.dim).astype(np.float32), source="random")
+
+    def _helped(self) -> None:
+        """A person put the scene right: whatever was stuck has been dealt with."""
+        for d in DIRECTIONS:
+            self.progress.progress(d)
 
     # ------------------------------------------------------------------ segments
     def _start_homing(self) -> None:

@@ -125,6 +125,13 @@ class Supervisor:
             raise CommandError("no manual reset is pending")
         self.practice.confirm_reset()
 
+    def confirm_success(self, direction: Direction | None = None) -> dict[str, Any]:
+        """The operator saw the task done (default: in the current direction)."""
+        practice = self._practice()
+        direction = direction or practice.schedule.direction
+        practice.confirm_success(direction)
+        return {"direction": direction, "step": practice.schedule.total_steps}
+
     def record_intervention(self, reason: str) -> dict[str, Any]:
         self.counters.operator_interventions += 1
         if self.practice is not None and self.mode == Mode.PRACTICE:

@@ -194,6 +194,17 @@ def test_pause_resume_stop(api: httpx.Client) -> None:
     assert all(e["closed"] and e["length"] > 0 for e in eps)
 
 
+def test_operator_confirms_a_success(api: httpx.Client) -> None:
+    _start_random(api)
+    r = api.post("/sessions/current/success")
+    assert r.status_code == 200 and r.json()["direction"] == "forward", r.text
+    r = api.post("/sessions/current/success", json={"direction": "backward"})
+    assert r.status_code == 200 and r.json()["direction"] == "backward", r.text
+    events = wait_for(lambda: (e := api.get("/events", params={"type": "success_confirmed"}).json()["events"])
+                      and len(e) >= 2 and e, 5.0, what="both confirmations in the store's event log")
+    assert [e["direction"] for e in events[-2:]] == ["forward", "backward"]
+
+
 def test_reset_request_and_done(api: httpx.Client) -> None:
     _start_random(api)
     r = api.post("/sessions/current/reset-request", json={"reason": "cube fell off"})
@@ -210,6 +221,7 @@ def test_conflicting_commands_are_409(api: httpx.Client) -> None:
         ("POST", "/demos/current/discard", None),
         ("POST", "/sessions/current/pause", None),
         ("POST", "/sessions/current/stop", None),
+        ("POST", "/sessions/current/success", None),
         ("POST", "/estop/release", None),
     ]:
         r = api.request(method, path, json=body)
@@ -441,6 +453,7 @@ def test_every_state_changing_route_needs_the_token(daemon: DaemonProc, api: htt
         ("/interventions", {"reason": ""}, "reason"),
         ("/demos", {"direction": "sideways"}, "direction"),
         ("/demos/current/finish", {"success": "maybe"}, "success"),
+        ("/sessions/current/success", {"direction": "up"}, "direction"),
         ("/teleop/keyboard", {"x": 5}, "x"),
         ("/estop", {"reason": 3}, "reason"),
     ],

@@ -227,3 +227,77 @@ def test_teleop_demo_success_on_the_robot_records_a_held_goal_window(daemon):
     finally:
         d.loop.submit(lambda s: s.discard_demo() if s.demo else None)
         d.loop.submit(lambda s: setattr(s.ctx, "task", task))
+
+
+# ------------------------------------------------------------------ help after steps without progress
+def _help_sources(d: Daemon) -> set[str]:
+    return {h["source"] for h in d.status()["help_requests"]}
+
+
+@pytest.fixture
+def help_after_12(daemon):
+    old = daemon.cfg.session.help_after_steps
+    daemon.cfg.session.help_after_steps = 12
+    yield daemon
+    daemon.cfg.session.help_after_steps = old
+    daemon.loop.submit(lambda s: s.stop_session() if s.practice else None)
+
+
+def _stored_help(d: Daemon) -> list[dict]:
+    assert d.recorder.flush(10)
+    return [e for e in ReplayReader(d.cfg.store.path).events() if e["type"].startswith("help_")]
+
+
+def test_forward_help_after_steps_without_the_sim_success(help_after_12):
+    d = help_after_12
+    world = d.devices.world
+    d.loop.submit(lambda s: world.task.reset_scene("forward", s.rng))  # never solved by "hold"
+    before = len(_stored_help(d))
+    d.loop.submit(lambda s: s.start_session(SessionParams(policy="hold", phase_steps=8, home_every=0,
+                                                          home_at_start=False)))
+    # Forward steps 0-7, backward 8-15 (the cube rests in A: backward success), forward 16...
+    wait_until(lambda: "forward_no_progress" in _help_sources(d), 20, "the forward help request")
+    assert d.supervisor.schedule.total_steps >= 20 and d.supervisor.schedule.direction == "forward"
+    assert "backward_no_progress" not in _help_sources(d)
+    d.loop.submit(lambda s: s.confirm_success("forward"))  # the operator's word resolves it
+    wait_until(lambda: "forward_no_progress" not in _help_sources(d), 2, "the request resolved")
+    stored = _stored_help(d)[before:][:2]
+    assert [(e["type"], e["source"]) for e in stored] == [
+        ("help_requested", "forward_no_progress"), ("help_resolved", "forward_no_progress")]
+    assert "12 forward steps" in stored[0]["reason"]
+
+
+def test_backward_help_after_steps_without_the_sim_backward_success(help_after_12):
+    from sim.task import goal_zone
+
+    d = help_after_12
+    world = d.devices.world
+    # The cube in B: forward is "done", backward (back to A) never is.
+    d.loop.submit(lambda s: world.task.place_cube(np.array(goal_zone("forward").center)))
+    try:
+        d.loop.submit(lambda s: s.start_session(SessionParams(policy="hold", phase_steps=8, home_every=0,
+                                                              home_at_start=False)))
+        wait_until(lambda: "backward_no_progress" in _help_sources(d), 30, "the backward help request")
+        assert d.supervisor.schedule.total_steps >= 28 and "forward_no_progress" not in _help_sources(d)
+        d.loop.submit(lambda s: s.stop_session())
+        wait_until(lambda: "backward_no_progress" not in _help_sources(d), 2, "the session's requests to end with it")
+    finally:
+        d.loop.submit(lambda s: world.task.reset_scene("forward", s.rng))
+
+
+def test_on_the_robot_help_comes_after_steps_without_an_operator_confirmed_success(help_after_12):
+    d = help_after_12
+    task = d.supervisor.ctx.task
+    d.loop.submit(lambda s: setattr(s.ctx, "task", None))  # the robot: no success test
+    try:
+        d.loop.submit(lambda s: s.start_session(SessionParams(policy="hold", phase_steps=6, home_every=0,
+                                                              home_at_start=False)))
+        wait_until(lambda: d.supervisor.schedule.total_steps >= 8, 20, "steps")
+        d.loop.submit(lambda s: s.confirm_success())  # forward, 6 steps in: counts from zero again
+        wait_until(lambda: {"forward_no_progress", "backward_no_progress"} <= _help_sources(d), 30,
+                   "both help requests")
+        # Backward asked after its 12th step (step 18), forward only 12 steps after the confirmation.
+        assert d.supervisor.schedule.total_steps >= 30
+    finally:
+        d.loop.submit(lambda s: s.stop_session() if s.practice else None)
+        d.loop.submit(lambda s: setattr(s.ctx, "task", task))

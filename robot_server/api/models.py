@@ -28,6 +28,10 @@ class DemoStart(Body):
     max_steps: int = Field(600, ge=1, le=100_000, description="the demo ends by itself after this many steps")
 
 
+class SuccessBody(Body):
+    direction: Direction | None = Field(None, description="default: the direction being practised")
+
+
 class DemoFinish(Body):
     success: bool
 

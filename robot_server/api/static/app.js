@@ -45,6 +45,8 @@ function initControls() {
     return api("POST", "/sessions/current/reset-request", reason ? { reason } : {});
   }, "manual reset requested for the next forward phase");
   action("btn-reset-done", () => api("POST", "/sessions/current/reset-done"), "reset confirmed");
+  action("btn-success", () => api("POST", "/sessions/current/success", {}),
+    (r) => `${r.direction} success confirmed at step ${r.step}`);
 
   action("btn-demo-start", () => api("POST", "/demos", {
     direction: $("demo-direction").value, source: $("demo-source").value,
