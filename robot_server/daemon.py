@@ -228,6 +228,8 @@ class Daemon:
 def _wind_down(sup: Supervisor) -> None:
     if sup.mode == Mode.PRACTICE:
         sup.stop_session()
+    elif sup.mode == Mode.EVAL:
+        sup.stop_eval()
     elif sup.mode == Mode.DEMO:
         sup.discard_demo() if sup.demo and sup.demo.source == DemoSource.EXPERT else sup.finish_demo(success=False)
 

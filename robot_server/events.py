@@ -30,6 +30,9 @@ class Event(StrEnum):
     DEMO_FINISHED = "demo_finished"
     DEMO_DISCARDED = "demo_discarded"
     TELEOP_BUTTON_IGNORED = "teleop_button_ignored"
+    EVAL_STARTED = "eval_started"
+    EVAL_EPISODE = "eval_episode"  # one episode's verdict (kept in the store as the episode's success)
+    EVAL_ENDED = "eval_ended"
     ESTOP = "estop"
     ESTOP_RELEASED = "estop_released"
     ARM_RESUMED = "arm_resumed"

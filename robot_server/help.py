@@ -15,6 +15,7 @@ class HelpSource(StrEnum):
     OBJECT = "object"  # sim: the object left the workspace
     HOMING = "homing"  # the arm did not reach home in time
     MANUAL_RESET = "manual_reset"  # a person must put the scene back
+    EVAL_VERDICT = "eval_verdict"  # the robot: was the eval episode a success?
     FORWARD_NO_PROGRESS = "forward_no_progress"  # session.help_after_steps forward steps, no success
     BACKWARD_NO_PROGRESS = "backward_no_progress"  # ... backward steps, no return to the start
 

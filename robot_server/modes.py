@@ -12,6 +12,7 @@ class Mode(StrEnum):
     IDLE = "idle"  # hold; teleop jogs the arm
     PRACTICE = "practice"  # the forward/backward schedule
     DEMO = "demo"  # a demonstration is being recorded (teleop, or the sim's scripted expert)
+    EVAL = "eval"  # an eval session: the forward policy's mean action, episode by episode
     ESTOP = "estop"  # emergency stop: no motion until released
 
 
@@ -23,6 +24,7 @@ class Stage(StrEnum):
     AWAITING_RESET = "awaiting_reset"  # a person puts the scene back, then confirms
     RECORDING = "recording"  # demo: teleop or the expert drives the arm, every step recorded
     HOLDING_GOAL = "holding_goal"  # demo: recording on while the goal is held (spec.goal)
+    AWAITING_VERDICT = "awaiting_verdict"  # eval on the robot: the operator says success or failure
     ESTOP = "estop"
 
 

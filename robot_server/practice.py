@@ -189,7 +189,7 @@ class Practice:
         sched, recorder = self.schedule, self.ctx.recorder
         assert recorder is not None
         recorder.begin(
-            sched.params.kind,
+            "practice",
             sched.direction,
             {
                 "session": sched.id,

@@ -26,12 +26,11 @@ class SessionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     policy: PolicySource = Field("learned", description="learned: the pushed policies (random until one arrives)")
-    kind: Literal["practice", "eval"] = "practice"
     phase_steps: int | None = Field(None, ge=1, le=100_000, description="default: session.phase_steps")
     home_every: int | None = Field(None, ge=0, le=1_000_000, description="default: session.home_every")
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many steps")
     start_direction: Direction = "forward"
-    alternate: bool = Field(True, description="false: stay in start_direction (e.g. evaluation)")
+    alternate: bool = Field(True, description="false: stay in start_direction")
     deterministic: bool = Field(False, description="act with the policy mean instead of sampling")
     reset_at_start: bool = Field(False, description="reset the scene before the first phase (sim)")
     home_at_start: bool = Field(True, description="send the arm home before the first phase")

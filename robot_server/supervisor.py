@@ -1,7 +1,7 @@
 """The daemon's per-tick coordinator: which mode runs, what operator commands do to it.
 
 Modes (robot_server.modes): idle (hold; teleop jogs the arm), practice (robot_server.practice),
-demo (robot_server.demonstration) and estop. Which input drives the arm is the teleop arbiter's
+demo (robot_server.demonstration), eval (robot_server.evaluation) and estop. Which input drives the arm is the teleop arbiter's
 call (robot_server.teleop.arbiter); help requests and the event log live in robot_server.help and
 robot_server.events. Operator commands arrive as calls made on the control thread
 (ControlLoop.submit), so no state here needs a lock.
@@ -15,6 +15,7 @@ import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState
 from robot_server.demonstration import Demo
+from robot_server.evaluation import EvalParams, Evaluation
 from robot_server.events import Event, EventLog
 from robot_server.help import HelpRequests, HelpSource
 from robot_server.modes import DemoSource, Mode, Stage
@@ -69,10 +70,13 @@ class Supervisor:
         self.mode = Mode.IDLE
         self.practice: Practice | None = None
         self.demo: Demo | None = None
+        self.evaluation: Evaluation | None = None
         self._estopped_from = Mode.IDLE
         self.finished_sessions = 0
         self.last_session: dict[str, Any] | None = None
         self.last_demo: dict[str, Any] | None = None
+        self.last_eval: dict[str, Any] | None = None
+        self.finished_evals = 0
 
     @property
     def counters(self) -> Counters:
@@ -94,6 +98,8 @@ class Supervisor:
             return self.practice.stage
         if self.mode == Mode.DEMO and self.demo is not None:
             return self.demo.stage
+        if self.mode == Mode.EVAL and self.evaluation is not None:
+            return self.evaluation.stage
         return Stage.IDLE
 
     # ------------------------------------------------------------------ operator commands
@@ -120,10 +126,30 @@ class Supervisor:
         self._practice().request_reset(reason)
 
     def confirm_reset(self) -> None:
-        """The operator has put the scene back (hardware); the next forward phase may start."""
-        if self.mode != Mode.PRACTICE or self.practice is None:
+        """The operator has put the scene back (hardware); the next forward phase (or eval episode) may start."""
+        if self.mode == Mode.EVAL and self.evaluation is not None:
+            self.evaluation.confirm_reset()
+        elif self.mode == Mode.PRACTICE and self.practice is not None:
+            self.practice.confirm_reset()
+        else:
             raise CommandError("no manual reset is pending")
-        self.practice.confirm_reset()
+
+    def start_eval(self, params: EvalParams) -> dict[str, Any]:
+        self._require_idle("start an eval session")
+        self.evaluation = Evaluation(self.ctx, params)  # refuses without a store or a forward policy
+        self.mode = Mode.EVAL
+        self.evaluation.begin()
+        return self.evaluation.status()
+
+    def eval_verdict(self, success: bool) -> dict[str, Any]:
+        evaluation = self._evaluation()
+        done = evaluation.verdict(success)
+        if done is not None:
+            return self._end_eval(done)
+        return evaluation.status()
+
+    def stop_eval(self) -> dict[str, Any]:
+        return self._end_eval(self._evaluation().end("stopped by operator"))
 
     def confirm_success(self, direction: Direction | None = None) -> dict[str, Any]:
         """The operator saw the task done (default: in the current direction)."""
@@ -178,6 +204,8 @@ class Supervisor:
         if self.mode == Mode.DEMO and self.demo is not None:
             self.demo.abort("estop")
             self.demo = None
+        elif self.mode == Mode.EVAL and self.evaluation is not None:
+            self._end_eval(self.evaluation.end("estop"))  # a disturbed episode must not count
         elif self.practice is not None:
             self.practice.close_segment("estop")
         self.mode = Mode.ESTOP
@@ -214,6 +242,8 @@ class Supervisor:
             return self.practice.tick(state, obs, stale)
         if self.mode == Mode.DEMO and self.demo is not None:
             return self.demo.tick(state, obs)
+        if self.mode == Mode.EVAL and self.evaluation is not None:
+            return self.evaluation.tick(state, obs)
         if self.mode == Mode.IDLE:
             tele = self.ctx.teleop.active()
             if tele is not None and state.mode == ArmMode.READY:
@@ -230,6 +260,10 @@ class Supervisor:
             end = self.practice.after_record()
             if end is not None:
                 self._end_session(end)
+        elif self.mode == Mode.EVAL and self.evaluation is not None:
+            done = self.evaluation.after_record()
+            if done is not None:
+                self._end_eval(done)
 
     def step_record(self, obs: Observation, decision: Decision, executed: np.ndarray) -> None:
         recorder = self.ctx.recorder
@@ -266,6 +300,18 @@ class Supervisor:
         if self.mode != Mode.PRACTICE or self.practice is None:
             raise CommandError("no session is running")
         return self.practice
+
+    def _evaluation(self) -> Evaluation:
+        if self.mode != Mode.EVAL or self.evaluation is None:
+            raise CommandError("no eval session is running")
+        return self.evaluation
+
+    def _end_eval(self, summary: dict[str, Any]) -> dict[str, Any]:
+        self.last_eval = summary
+        self.finished_evals += 1  # after last_eval: other threads poll this, then read it
+        self.evaluation = None
+        self._to_idle()
+        return summary
 
     def _demo(self) -> Demo:
         if self.mode != Mode.DEMO or self.demo is None:
@@ -323,6 +369,7 @@ class Supervisor:
             "stage": self.stage.value,
             "session": None if sched is None else sched.summary(),
             "demo": None if self.demo is None else self.demo.status(),
+            "eval": None if self.evaluation is None else self.evaluation.status(),
             "takeover": self.ctx.teleop.taking_over,
             "counters": self.counters.as_dict(),
             "help_requests": self.ctx.help.as_list(),

@@ -99,6 +99,8 @@ class SessionConfig(Strict):
         description="ask the operator for help after this many practice steps in one direction without its "
         "success (sim: the task's success test; robot: a success the operator confirms) (0 = never)",
     )
+    eval_episodes: int = Field(10, ge=1, le=1000, description="episodes of an eval session (default)")
+    eval_horizon: int = Field(200, ge=1, le=100_000, description="steps per eval episode (default)")
 
 
 class ServerConfig(Strict):

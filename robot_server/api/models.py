@@ -32,6 +32,10 @@ class SuccessBody(Body):
     direction: Direction | None = Field(None, description="default: the direction being practised")
 
 
+class VerdictBody(Body):
+    success: bool = Field(..., description="was the task done within the horizon?")
+
+
 class DemoFinish(Body):
     success: bool
 
