@@ -90,7 +90,8 @@ class Practice:
 
     def end(self, reason: str) -> dict[str, Any]:
         self.close_segment(reason)
-        self.ctx.help.resolve(HelpSource.MANUAL_RESET)
+        for source in (HelpSource.MANUAL_RESET, HelpSource.OBJECT):  # the session's requests end with it
+            self.ctx.help.resolve(source)
         self.progress.close()
         summary = self.schedule.summary()
         summary["end_reason"] = reason

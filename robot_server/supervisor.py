@@ -1,10 +1,10 @@
 """The daemon's per-tick coordinator: which mode runs, what operator commands do to it.
 
 Modes (robot_server.modes): idle (hold; teleop jogs the arm), practice (robot_server.practice),
-demo (robot_server.demonstration), eval (robot_server.evaluation) and estop. Which input drives the arm is the teleop arbiter's
-call (robot_server.teleop.arbiter); help requests and the event log live in robot_server.help and
-robot_server.events. Operator commands arrive as calls made on the control thread
-(ControlLoop.submit), so no state here needs a lock.
+demo (robot_server.demonstration), eval (robot_server.evaluation) and estop. Which input drives the
+arm is the teleop arbiter's call (robot_server.teleop.arbiter); help requests and the event log
+live in robot_server.help and robot_server.events. Operator commands arrive as calls made on the
+control thread (ControlLoop.submit), so no state here needs a lock.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from spec.clock import now
 from spec.config import Config
 from spec.direction import Direction
 from spec.step import ActionSpace
-
-__all__ = ["CommandError", "Decision", "Supervisor"]
 
 # What the SpaceMouse's demo button records.
 TELEOP_DEMO_DIRECTION: Direction = "forward"
