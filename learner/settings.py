@@ -7,13 +7,15 @@ from dataclasses import dataclass
 
 from policies.networks import NetworkSizes
 from spec.config import Config
+from spec.goal import GOAL_HOLD_STEPS
 
 # (start value, end value, start step, end step) of a linear BC-weight schedule.
 Schedule = tuple[float, float, int, int]
 
-FORWARD_POSITIVE_LAST = 21  # goal classifier positives: last frames of each forward demo
+# The daemon holds every demo's goal for GOAL_HOLD_STEPS steps, so these windows show the goal.
+FORWARD_POSITIVE_LAST = GOAL_HOLD_STEPS  # goal classifier positives: last frames of each forward demo
 BACKWARD_POSITIVE_FIRST = 51  # robot backward classifier: first frames of each forward demo
-BACKWARD_POSITIVE_LAST = 21  # ... plus the last frames of each backward demo
+BACKWARD_POSITIVE_LAST = GOAL_HOLD_STEPS  # ... plus the last frames of each backward demo
 
 _DEFAULTS = {
     "robot": {

@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from replay.event_log import EventLogReader
 from replay.schema import (
     EPISODES,
     STORE_FORMAT,
@@ -45,6 +46,7 @@ class ReplayReader:
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._meta: dict[str, Any] = {}
         self._specs: dict[str, ArraySpec] = {}
+        self._event_log = EventLogReader(self.path)
         self.refresh()
 
     @property
@@ -94,6 +96,10 @@ class ReplayReader:
         if info is None:
             info = info_from_attrs(episode_id, self._attrs(episode_id))
         return dataclasses.replace(info, attrs=copy.deepcopy(info.attrs))
+
+    def events(self, since_seq: int = 0) -> list[dict[str, Any]]:
+        """The store's event log (replay.event_log), oldest first, from sequence number `since_seq`."""
+        return self._event_log.events(since_seq)
 
     def read(
         self,

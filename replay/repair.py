@@ -18,6 +18,7 @@ from typing import Any
 import zarr
 
 from replay.atomic import AtomicLocalStore, remove_partials, remove_tree, sweep_trash
+from replay.event_log import repair_events
 from replay.schema import EPISODES, StoreError, is_episode_id, is_episode_record, read_node_attrs
 from spec.files import PARTIAL_SUFFIX, fsync_dir, fsync_file, fsync_tree
 
@@ -45,6 +46,7 @@ def repair_store(store: AtomicLocalStore, root: Path) -> list[str]:
         notes.append(f"removed leftover of an interrupted delete: {p.name}")
     for p in remove_partials(root, recursive=False) + remove_partials(ep_root, recursive=False):
         notes.append(f"removed partial file {p.name}")
+    notes += repair_events(root)
     if not ep_root.is_dir():
         return notes
     for child in sorted(ep_root.iterdir(), key=lambda p: p.name):

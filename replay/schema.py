@@ -16,6 +16,7 @@ from spec.step import CameraSpec, Mode, ObsSpec
 SCHEMA_VERSION = 1
 STORE_FORMAT = "franka-practice-replay"
 EPISODES = "episodes"
+EVENTS = "events"  # the store's event log (replay.event_log)
 KINDS = ("demo", "practice", "eval")
 ID_WIDTH = 6
 _ID_RE = re.compile(r"^[0-9]{6,}$")

@@ -25,6 +25,7 @@ from zarr.core.sync import sync as zarr_sync
 
 from replay.atomic import AtomicLocalStore, remove_tree
 from replay.compat import compare_meta
+from replay.event_log import EventLogWriter
 from replay.lock import WriterLock
 from replay.repair import repair_store
 from replay.schema import (
@@ -87,6 +88,7 @@ class ReplayWriter:
         self._episodes = zarr.open_group(store=store, path=EPISODES, mode="r+")
         self._mutex = threading.RLock()
         self._current: EpisodeWriter | None = None
+        self._event_log = EventLogWriter(store, root)
         existing = [int(p.name) for p in (root / EPISODES).iterdir() if is_episode_id(p.name)]
         self._next = max([int(self._attrs.get("next_episode", 0)), *[n + 1 for n in existing]])
 
@@ -160,6 +162,15 @@ class ReplayWriter:
                 arrays[key] = _create_array(parent, name, spec, self.chunk_steps)
             self._current = EpisodeWriter(self, ep_id, group, arrays, self._specs, ep_attrs, self.chunk_steps)
             return self._current
+
+    def append_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Add an event to the store's event log (replay.event_log), durable when this returns.
+
+        `event` needs a string `type`; `time` defaults to now; the store adds `seq`. Returns the
+        stored record."""
+        with self._mutex:
+            self._check_open()
+            return self._event_log.append(event)
 
     def close(self) -> None:
         """Close the open episode (keeping its data) and release the lock. Idempotent."""

@@ -16,6 +16,7 @@ from camera.base import Camera
 from replay.store import ReplayWriter, StoreMeta
 from robot_server.devices import Devices, build_devices
 from robot_server.loop import ControlLoop
+from robot_server.modes import DemoSource, Mode
 from robot_server.observation import Observer
 from robot_server.policy_slots import PolicySlots
 from robot_server.recorder import Recorder
@@ -174,6 +175,7 @@ class Daemon:
         st["store"] = {
             "path": str(self.cfg.store.path),
             "steps_written": self.recorder.stats.steps,
+            "events_logged": self.recorder.stats.events_logged,
             "episodes_closed": self.recorder.stats.episodes_closed,
             "backlog": self.recorder.backlog,
             "errors": self.recorder.stats.errors,
@@ -221,10 +223,12 @@ class Daemon:
 
 
 def _wind_down(sup: Supervisor) -> None:
-    if sup.mode == "practice":
+    if sup.mode == Mode.PRACTICE:
         sup.stop_session()
-    elif sup.mode == "demo":
-        sup.discard_demo() if sup.demo and sup.demo.source == "expert" else sup.finish_demo(success=False)
+    elif sup.mode == Mode.EVAL:
+        sup.stop_eval()
+    elif sup.mode == Mode.DEMO:
+        sup.discard_demo() if sup.demo and sup.demo.source == DemoSource.EXPERT else sup.finish_demo(success=False)
 
 
 def status_line(st: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,6 @@ class Devices:
     task: Any | None = None  # sim only: scene resets, success check
     expert: Any | None = None  # sim only: scripted demonstrations
     state_dim: int | None = None  # sim only: low-dimensional state for --state learning
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def state_vector(self) -> np.ndarray:
         assert self.task is not None

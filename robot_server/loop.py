@@ -21,7 +21,7 @@ import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState
 from camera.base import Camera
-from robot_server.observation import Observation, Observer
+from robot_server.observation import Observer
 from robot_server.policy_slots import PolicySlots
 from robot_server.supervisor import Supervisor
 from robot_server.timing import Ticker, TickStats
@@ -59,7 +59,6 @@ class ControlLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_state: ArmState | None = None
-        self.last_obs: Observation | None = None
         self.last_action: np.ndarray | None = None
         self.last_source = "hold"
         self.snapshot: dict[str, Any] = {}
@@ -74,11 +73,6 @@ class ControlLoop:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._commands.put((fn, fut))
         return fut.result(timeout=timeout)
-
-    def submit_nowait(self, fn: Callable[[Supervisor], Any]) -> concurrent.futures.Future:
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._commands.put((fn, fut))
-        return fut
 
     @property
     def running(self) -> bool:
@@ -153,8 +147,7 @@ class ControlLoop:
                 executed = self.space.clip_action(sup.hold_action(state))
             sup.step_record(obs, decision, executed)
         sup.after_record()
-        self.last_state, self.last_obs = state, obs if obs is not None else self.last_obs
-        self.last_action, self.last_source = executed, decision.source
+        self.last_state, self.last_action, self.last_source = state, executed, decision.source
 
     def _run_commands(self) -> None:
         while True:

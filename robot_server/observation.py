@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from arm.base import ArmState
-from camera.base import Camera, Frame
+from camera.base import Camera
 from camera.crop import view_of
 from spec.camera_config import CameraConfig
 from spec.clock import now
@@ -22,7 +22,6 @@ from spec.step import ActionSpace
 @dataclass
 class Observation:
     data: dict[str, np.ndarray]  # "obs/<camera>", "obs/proprio"[, "obs/state"]
-    frames: dict[str, Frame]  # the full frames used (for snapshots)
     max_age_s: float
 
 
@@ -44,7 +43,6 @@ class Observer:
     def observe(self, state: ArmState) -> tuple[Observation | None, str | None]:
         """The observation, or (None, reason) when a camera has no fresh frame."""
         t = now()
-        frames: dict[str, Frame] = {}
         data: dict[str, np.ndarray] = {}
         worst = 0.0
         for name, cam in self.cameras.items():
@@ -55,9 +53,8 @@ class Observer:
             worst = max(worst, age)
             if age > self.max_age_s:
                 return None, f"camera {name}: newest frame is {age * 1e3:.0f} ms old"
-            frames[name] = frame
             data[f"obs/{name}"] = view_of(frame.image, self.cfgs[name])
         data["obs/proprio"] = self.action_space.proprio(state)
         if self.state_source is not None:
             data["obs/state"] = np.asarray(self.state_source(), dtype=np.float32)
-        return Observation(data=data, frames=frames, max_age_s=worst), None
+        return Observation(data=data, max_age_s=worst), None

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RecorderStats:
     steps: int = 0
+    events_logged: int = 0
     episodes_closed: int = 0
     episodes_discarded: int = 0
     errors: int = 0
@@ -55,8 +56,13 @@ class Recorder:
             self._queue.put(("step", step))
 
     def event(self, event: dict[str, Any]) -> None:
+        """An event of the open segment (dropped when none is open: see log_event)."""
         if self._open:
             self._queue.put(("event", event))
+
+    def log_event(self, event: dict[str, Any]) -> None:
+        """An event for the store's own event log, kept whether or not a segment is open."""
+        self._queue.put(("log", event))
 
     def end(self, success: bool | None = None, **attrs: Any) -> None:
         if self._open:
@@ -113,6 +119,9 @@ class Recorder:
         elif kind == "event":
             if self._episode is not None:
                 self._episode.add_event(payload)
+        elif kind == "log":
+            self.writer.append_event(payload)
+            self.stats.events_logged += 1
         elif kind == "end":
             success, attrs = payload
             self._finish(success, attrs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,27 +26,33 @@ class SessionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     policy: PolicySource = Field("learned", description="learned: the pushed policies (random until one arrives)")
-    kind: Literal["practice", "eval"] = "practice"
     phase_steps: int | None = Field(None, ge=1, le=100_000, description="default: session.phase_steps")
     home_every: int | None = Field(None, ge=0, le=1_000_000, description="default: session.home_every")
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many steps")
     start_direction: Direction = "forward"
-    alternate: bool = Field(True, description="false: stay in start_direction (e.g. evaluation)")
+    alternate: bool = Field(True, description="false: stay in start_direction")
     deterministic: bool = Field(False, description="act with the policy mean instead of sampling")
     reset_at_start: bool = Field(False, description="reset the scene before the first phase (sim)")
     home_at_start: bool = Field(True, description="send the arm home before the first phase")
 
 
+class InterventionKind(StrEnum):
+    OPERATOR = "operator"  # the operator says they stepped in (POST /interventions)
+    TAKEOVER = "takeover"  # a teleop device overrode the policy
+    MANUAL_RESET = "manual_reset"  # a person put the scene back at a switch to forward
+
+
 @dataclass
 class Intervention:
-    kind: str  # "manual_reset" | "takeover" | "operator"
+    kind: InterventionKind
     reason: str
-    step: int
-    direction: str
+    step: int | None  # session step (None outside a session)
+    direction: str | None
+    session: str | None
     wall_time: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "kind": self.kind.value}
 
 
 @dataclass
@@ -53,7 +60,7 @@ class Switch:
     """What happens between two phases."""
 
     direction: Direction
-    manual_reset: bool
+    manual_reset: Intervention | None  # the reset to perform first, counted as an intervention
     go_home: bool
 
 
@@ -95,25 +102,25 @@ class PracticeSchedule:
             self.direction = "backward" if self.direction == "forward" else "forward"
         self.phase += 1
         self.phase_step = 0
-        manual = self.direction == "forward" and self.reset_requested is not None
-        if manual:
-            self.record_intervention("manual_reset", self.reset_requested or "")
+        manual = None
+        if self.direction == "forward" and self.reset_requested is not None:
+            manual = self.record_intervention(InterventionKind.MANUAL_RESET, self.reset_requested)
             self.reset_requested = None
-        home = manual or (self.home_every > 0 and self.steps_since_home >= self.home_every)
+        home = manual is not None or (self.home_every > 0 and self.steps_since_home >= self.home_every)
         if home:
             self.steps_since_home = 0
             self.homings += 1
         return Switch(direction=self.direction, manual_reset=manual, go_home=home)
 
-    def record_intervention(self, kind: str, reason: str) -> Intervention:
-        iv = Intervention(kind=kind, reason=reason, step=self.total_steps, direction=self.direction)
+    def record_intervention(self, kind: InterventionKind, reason: str) -> Intervention:
+        iv = Intervention(kind=kind, reason=reason, step=self.total_steps, direction=self.direction, session=self.id)
         self.interventions.append(iv)
         return iv
 
     def summary(self) -> dict[str, Any]:
         by_kind: dict[str, int] = {}
         for iv in self.interventions:
-            by_kind[iv.kind] = by_kind.get(iv.kind, 0) + 1
+            by_kind[iv.kind.value] = by_kind.get(iv.kind.value, 0) + 1
         return {
             "id": self.id,
             "params": self.params.model_dump(),

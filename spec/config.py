@@ -94,8 +94,13 @@ class SessionConfig(Strict):
     home_every: int = Field(1000, ge=0, description="arm-only return home every N steps (0 = never)")
     seed: int = 0
     help_after_steps: int = Field(
-        3000, ge=0, description="ask the operator for help after this many steps with no progress (0 = never)"
+        3000,
+        ge=0,
+        description="ask the operator for help after this many practice steps in one direction without its "
+        "success (sim: the task's success test; robot: a success the operator confirms) (0 = never)",
     )
+    eval_episodes: int = Field(10, ge=1, le=1000, description="episodes of an eval session (default)")
+    eval_horizon: int = Field(200, ge=1, le=100_000, description="steps per eval episode (default)")
 
 
 class ServerConfig(Strict):

@@ -47,6 +47,8 @@ def _to_idle(api: httpx.Client) -> None:
         api.post("/sessions/current/stop")
     elif st["mode"] == "demo":
         api.post("/demos/current/discard")
+    elif st["mode"] == "eval":
+        api.post("/evals/current/stop")
     wait_for(lambda: _status(api)["mode"] == "idle", 5.0, what="idle mode")
 
 
@@ -90,7 +92,7 @@ def test_health_and_status(api: httpx.Client) -> None:
 def test_page_is_served(api: httpx.Client) -> None:
     r = api.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
-    assert 'id="btn-estop"' in r.text
+    assert 'id="btn-estop"' in r.text and 'id="eval-results"' in r.text
     texts = [r.text]
     for asset in ("/static/app.js", "/static/style.css"):
         a = api.get(asset)
@@ -194,6 +196,17 @@ def test_pause_resume_stop(api: httpx.Client) -> None:
     assert all(e["closed"] and e["length"] > 0 for e in eps)
 
 
+def test_operator_confirms_a_success(api: httpx.Client) -> None:
+    _start_random(api)
+    r = api.post("/sessions/current/success")
+    assert r.status_code == 200 and r.json()["direction"] == "forward", r.text
+    r = api.post("/sessions/current/success", json={"direction": "backward"})
+    assert r.status_code == 200 and r.json()["direction"] == "backward", r.text
+    events = wait_for(lambda: (e := api.get("/events", params={"type": "success_confirmed"}).json()["events"])
+                      and len(e) >= 2 and e, 5.0, what="both confirmations in the store's event log")
+    assert [e["direction"] for e in events[-2:]] == ["forward", "backward"]
+
+
 def test_reset_request_and_done(api: httpx.Client) -> None:
     _start_random(api)
     r = api.post("/sessions/current/reset-request", json={"reason": "cube fell off"})
@@ -210,6 +223,9 @@ def test_conflicting_commands_are_409(api: httpx.Client) -> None:
         ("POST", "/demos/current/discard", None),
         ("POST", "/sessions/current/pause", None),
         ("POST", "/sessions/current/stop", None),
+        ("POST", "/sessions/current/success", None),
+        ("POST", "/evals/current/stop", None),
+        ("POST", "/evals/current/reset-done", None),
         ("POST", "/estop/release", None),
     ]:
         r = api.request(method, path, json=body)
@@ -296,10 +312,15 @@ def test_demo_finished_is_stored_and_discarded_is_not(api: httpx.Client) -> None
     r = api.post("/demos", json={"direction": "forward"})
     assert r.status_code == 201, r.text
     wait_for(lambda: _demo_steps(api) >= 3, 5.0, what="demo steps")
+    # The cube is not at the goal: the sim's success test refuses "success" (it would cut the demo
+    # short of a held goal), and the demo goes on until the operator says otherwise.
     r = api.post("/demos/current/finish", json={"success": True})
+    assert r.status_code == 409 and "goal is not reached" in r.json()["detail"], r.text
+    r = api.post("/demos/current/finish", json={"success": False})
     assert r.status_code == 200, r.text
     finished = r.json()
-    assert finished["success"] is True and finished["direction"] == "forward" and finished["steps"] >= 3
+    assert finished["success"] is False and finished["closed"] is True
+    assert finished["direction"] == "forward" and finished["steps"] >= 3
 
     new = wait_for(
         lambda: [e for e in _episodes(api, kind="demo", limit=5000) if e["id"] not in before_ids],
@@ -308,7 +329,7 @@ def test_demo_finished_is_stored_and_discarded_is_not(api: httpx.Client) -> None
     )
     assert len(new) == 1
     ep = new[0]
-    assert ep["kind"] == "demo" and ep["direction"] == "forward" and ep["success"] is True
+    assert ep["kind"] == "demo" and ep["direction"] == "forward" and ep["success"] is False
     assert ep["length"] == finished["steps"]
     detail = api.get(f"/episodes/{ep['id']}").json()
     assert detail["steps"] == finished["steps"] and detail["attrs"]["source"] == "teleop"
@@ -399,6 +420,41 @@ def test_bad_checkpoints_are_refused_and_the_active_policy_stays(daemon: DaemonP
     wait_for(lambda: _status(api)["action_source"] == "policy", 5.0, what="the learned policy acting")
 
 
+# ------------------------------------------------------------------ eval sessions
+def _run_eval(api: httpx.Client, episodes: int, horizon: int) -> dict:
+    r = api.post("/evals", json={"episodes": episodes, "horizon": horizon})
+    assert r.status_code == 201, r.text
+    eval_id = r.json()["id"]
+    assert api.post("/evals/current/verdict", json={"success": True}).status_code == 409  # sim: the task judges
+    return wait_for(lambda: (r := api.get("/evals/last")).status_code == 200 and r.json()["id"] == eval_id
+                    and r.json(), 60.0, what="the eval session to end")
+
+
+def test_eval_sessions_store_verdicts_aggregated_by_policy_version(daemon: DaemonProc, api: httpx.Client) -> None:
+    newest = (api.get("/policies").json()["forward"] or {}).get("version", 0)
+    versions = [newest + 1, newest + 2]
+    before = {r["version"]: r for r in api.get("/evals/results").json()["versions"]}
+    assert _put(api, "forward", _checkpoint(daemon, "forward", versions[0])).status_code == 200
+    first = _run_eval(api, episodes=2, horizon=4)
+    assert _put(api, "forward", _checkpoint(daemon, "forward", versions[1])).status_code == 200
+    second = _run_eval(api, episodes=1, horizon=4)
+    for summary, n in ((first, 2), (second, 1)):
+        assert summary["end_reason"] == "all episodes done" and len(summary["results"]) == n
+        assert all(isinstance(r["success"], bool) and r["judged_by"] == "task" for r in summary["results"])
+
+    stored = wait_for(  # the writer thread closes the last episode a moment after the verdict
+        lambda: len(e := [e for e in _episodes(api, kind="eval", limit=5000)
+                          if e["session"] in (first["id"], second["id"])]) == 3 and e,
+        10.0, what="3 eval episodes in the store")
+    assert all(isinstance(e["success"], bool) and e["closed"] for e in stored)
+    rows = {r["version"]: r for r in api.get("/evals/results").json()["versions"]}
+    for version, summary in zip(versions, (first, second), strict=True):
+        assert version not in before
+        assert rows[version]["episodes"] == len(summary["results"])
+        assert rows[version]["successes"] == summary["successes"]
+    assert api.get("/evals/current").status_code == 404
+
+
 # ------------------------------------------------------------------ auth and validation
 def _state_changing_routes(api: httpx.Client) -> list[tuple[str, str]]:
     spec = api.get("/openapi.json").json()
@@ -436,6 +492,11 @@ def test_every_state_changing_route_needs_the_token(daemon: DaemonProc, api: htt
         ("/interventions", {"reason": ""}, "reason"),
         ("/demos", {"direction": "sideways"}, "direction"),
         ("/demos/current/finish", {"success": "maybe"}, "success"),
+        ("/sessions/current/success", {"direction": "up"}, "direction"),
+        ("/evals", {"episodes": 0}, "episodes"),
+        ("/evals", {"horizon": "long"}, "horizon"),
+        ("/evals", {"episodes": 2, "bogus": 1}, "bogus"),
+        ("/evals/current/verdict", {}, "success"),
         ("/teleop/keyboard", {"x": 5}, "x"),
         ("/estop", {"reason": 3}, "reason"),
     ],

@@ -422,6 +422,49 @@ def test_killed_writer_state_is_repaired(tmp_path: Path) -> None:
     assert [e.id for e in r.episodes()] == [closed_id, open_id, new_id]
 
 
+# -- the store's event log -----------------------------------------------------------------------
+
+
+def test_event_log_is_numbered_durable_and_survives_reopening(tmp_path: Path, monkeypatch) -> None:
+    import replay.event_log
+
+    monkeypatch.setattr(replay.event_log, "EVENTS_PER_BLOCK", 2)  # several blocks from few events
+    path = tmp_path / "s.zarr"
+    with ReplayWriter.open(path, small_meta()) as w:
+        first = w.append_event({"type": "intervention", "kind": "operator", "reason": "cube fell", "step": np.int64(3)})
+        assert first["seq"] == 0 and first["step"] == 3 and first["time"] > 0
+        w.append_event({"type": "reset_done", "time": 12.5})
+        # No episode open: the event still lands (the log belongs to the store, not to an episode).
+        assert ReplayReader(path).events()[1] == {"seq": 1, "time": 12.5, "type": "reset_done"}
+        for bad, message in [({"reason": "x"}, "type"), ({"type": "x", "seq": 9}, "seq"),
+                             ({"type": "x", "v": float("nan")}, "JSON")]:
+            with pytest.raises(ValueError, match=message):
+                w.append_event(bad)
+    with ReplayWriter.open(path, small_meta()) as w:
+        w.append_event({"type": "help_requested", "source": "arm"})
+        assert [e["seq"] for e in ReplayReader(path).events()] == [0, 1, 2]
+        w.append_event({"type": "help_resolved", "source": "arm"})
+    r = ReplayReader(path)
+    assert [e["type"] for e in r.events()] == ["intervention", "reset_done", "help_requested", "help_resolved"]
+    assert [e["seq"] for e in r.events(since_seq=2)] == [2, 3]
+    assert sorted(p.name for p in (path / "events").iterdir() if p.is_dir()) == ["000000", "000001"]
+    assert r.episodes() == []
+
+
+def test_event_log_leftovers_of_a_killed_writer_are_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    with ReplayWriter.open(path, small_meta()) as w:
+        w.append_event({"type": "intervention"})
+    # A rewrite of the block killed before its rename: the old file stays, a temp file is left.
+    (path / "events" / "000000" / "zarr.json.0123.partial").write_bytes(b"half a fil")
+    (path / "events" / "000001").mkdir()  # a block whose first write was killed
+    with ReplayWriter.open(path, small_meta()) as w:
+        assert any("partial event file" in n for n in w.repairs) and any("000001" in n for n in w.repairs)
+        w.append_event({"type": "reset_done"})
+    assert not list(path.rglob("*.partial"))
+    assert [(e["seq"], e["type"]) for e in ReplayReader(path).events()] == [(0, "intervention"), (1, "reset_done")]
+
+
 def test_reader_in_another_process_sees_only_committed_steps(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     done = tmp_path / "writer-done"

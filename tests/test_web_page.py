@@ -153,6 +153,26 @@ def test_operator_page_drives_the_robot(page, daemon: DaemonProc, api: httpx.Cli
     )
 
 
+def test_eval_from_the_page_shows_success_per_policy_version(page, daemon: DaemonProc, api: httpx.Client) -> None:
+    from tests.test_api import _checkpoint, _put
+
+    wait_for(lambda: _status(api)["mode"] == "idle", 5.0, what="idle")
+    version = (api.get("/policies").json()["forward"] or {}).get("version", 0) + 1
+    assert _put(api, "forward", _checkpoint(daemon, "forward", version)).status_code == 200
+    page.fill("#eval-episodes", "2")
+    page.fill("#eval-horizon", "3")
+    page.click("#btn-eval-start")
+    wait_for(lambda: api.get("/evals/last").status_code == 200, 30.0, what="the eval started on the page to end")
+    last = api.get("/evals/last").json()
+    assert last["episodes"] == 2 and last["horizon"] == 3 and len(last["results"]) == 2
+    # The results table refreshes when the store closes episodes.
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll('#eval-results tbody tr')].some(
+                 tr => tr.cells[0].textContent === 'v{version}' && tr.cells[1].textContent === '2')""",
+        timeout=WAIT_MS,
+    )
+
+
 def test_keyboard_teleop_jogs_the_arm_only_when_enabled(page, api: httpx.Client) -> None:
     wait_for(lambda: _status(api)["mode"] == "idle", 5.0, what="idle")
     page.click("h1")  # focus off the inputs

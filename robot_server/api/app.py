@@ -1,4 +1,4 @@
-"""The operator API (FastAPI): sessions, demos, interventions, policies, episodes, cameras,
+"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, cameras,
 telemetry, metrics, e-stop, and the page at `/`. OpenAPI at /docs."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from robot_server.api.routes import (
     cameras,
     demos,
     episodes,
+    evals,
     interventions,
     policies,
     sessions,
@@ -33,7 +34,8 @@ def create_app(daemon) -> FastAPI:
         "policies, cameras and telemetry. State-changing calls need `Authorization: Bearer <token>`.",
     )
     app.state.daemon = daemon
-    for module in (system, sessions, demos, interventions, policies, episodes, cameras, telemetry, calibration):
+    for module in (system, sessions, demos, evals, interventions, policies, episodes, cameras, telemetry,
+                   calibration):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -11,14 +11,25 @@ from typing import Any, TypeVar
 from fastapi import HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from replay.store import ReplayReader
 from robot_server.daemon import Daemon
-from robot_server.supervisor import CommandError, Supervisor
+from robot_server.supervisor import Supervisor
+from robot_server.tick import CommandError
 
 T = TypeVar("T")
 
 
 def daemon_of(request: Request) -> Daemon:
     return request.app.state.daemon
+
+
+def store_reader(request: Request) -> ReplayReader:
+    """A reader of the daemon's store, kept on the app (its closed-episode cache stays warm)."""
+    app = request.app
+    if getattr(app.state, "reader", None) is None:
+        app.state.reader = ReplayReader(daemon_of(request).cfg.store.path)
+    app.state.reader.refresh()
+    return app.state.reader
 
 
 async def command(request: Request, fn: Callable[[Supervisor], T], timeout: float = 5.0) -> T:

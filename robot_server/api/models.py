@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from robot_server.modes import DemoSource
 from spec.direction import Direction
 
 
@@ -23,8 +24,16 @@ class InterventionBody(Body):
 
 class DemoStart(Body):
     direction: Direction
-    source: Literal["teleop", "expert"] = Field("teleop", description="expert: the scripted sim expert")
+    source: DemoSource = Field(DemoSource.TELEOP, description="expert: the scripted sim expert")
     max_steps: int = Field(600, ge=1, le=100_000, description="the demo ends by itself after this many steps")
+
+
+class SuccessBody(Body):
+    direction: Direction | None = Field(None, description="default: the direction being practised")
+
+
+class VerdictBody(Body):
+    success: bool = Field(..., description="was the task done within the horizon?")
 
 
 class DemoFinish(Body):

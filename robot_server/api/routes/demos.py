@@ -26,6 +26,9 @@ async def current_demo(request: Request) -> dict:
 
 @router.post("/current/finish", dependencies=[Depends(require_token)])
 async def finish_demo(request: Request, body: DemoFinish) -> dict:
+    """End the demo. `success: true` closes it only once the goal has been held GOAL_HOLD_STEPS
+    steps (spec.goal); until then the arm holds and recording goes on (`closed: false`,
+    `hold_steps_left`). In sim, 409 if the task's success test says the goal is not reached."""
     return jsonable(await command(request, lambda s: s.finish_demo(body.success)))
 
 

@@ -8,20 +8,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 
 from robot_server.api.auth import read_access
-from robot_server.api.deps import daemon_of, jsonable
+from robot_server.api.deps import jsonable, store_reader
 from spec.direction import Direction
 
 router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(read_access)])
-
-
-def _reader(request: Request):
-    from replay.store import ReplayReader
-
-    app = request.app
-    if getattr(app.state, "reader", None) is None:
-        app.state.reader = ReplayReader(daemon_of(request).cfg.store.path)
-    app.state.reader.refresh()
-    return app.state.reader
 
 
 def _info(e) -> dict:
@@ -49,7 +39,7 @@ async def list_episodes(
     limit: int = Query(100, ge=1, le=5000),
     offset: int = Query(0, ge=0),
 ) -> dict:
-    eps = _reader(request).episodes(include_open=include_open)
+    eps = store_reader(request).episodes(include_open=include_open)
     eps = [e for e in eps if (kind is None or e.kind == kind) and (direction is None or e.direction == direction)]
     totals: dict[str, int] = {}
     for e in eps:
@@ -63,7 +53,7 @@ async def list_episodes(
 async def episode_detail(
     request: Request, episode_id: str = Path(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 ) -> dict:
-    reader = _reader(request)
+    reader = store_reader(request)
     match = [e for e in reader.episodes(include_open=True) if e.id == episode_id]
     if not match:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no episode {episode_id!r}")

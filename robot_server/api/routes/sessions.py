@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import command, daemon_of, jsonable
-from robot_server.api.models import ReasonBody
+from robot_server.api.models import ReasonBody, SuccessBody
 from robot_server.session import SessionParams
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
@@ -68,3 +68,11 @@ async def reset_done(request: Request) -> dict:
     """The scene has been put back by hand: continue with the forward phase."""
     await command(request, lambda s: s.confirm_reset())
     return {"stage": "acting"}
+
+
+@router.post("/current/success", dependencies=[Depends(require_token)])
+async def confirm_success(request: Request, body: SuccessBody | None = None) -> dict:
+    """The operator saw the task done. On the robot this is the only success signal: it resets the
+    count of steps without progress after which the robot asks for help (session.help_after_steps)."""
+    direction = body.direction if body else None
+    return jsonable(await command(request, lambda s: s.confirm_success(direction)))

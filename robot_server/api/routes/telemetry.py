@@ -24,6 +24,7 @@ def telemetry_message(daemon) -> dict:
             "tick": st.get("tick"),
             "session": st.get("session"),
             "demo": st.get("demo"),
+            "eval": st.get("eval"),
             "policies": st.get("policies"),
             "counters": st.get("counters"),
             "help_requests": st.get("help_requests"),

@@ -23,6 +23,7 @@ function initToken() {
     // Reads may need the token too (server.protect_reads): retry what failed without it.
     if (!cameraViews.size) initCameras();
     loadEpisodes();
+    loadEvalResults();
   };
   $("save-token").addEventListener("click", save);
   $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") save(); });
@@ -45,12 +46,29 @@ function initControls() {
     return api("POST", "/sessions/current/reset-request", reason ? { reason } : {});
   }, "manual reset requested for the next forward phase");
   action("btn-reset-done", () => api("POST", "/sessions/current/reset-done"), "reset confirmed");
+  action("btn-success", () => api("POST", "/sessions/current/success", {}),
+    (r) => `${r.direction} success confirmed at step ${r.step}`);
+
+  action("btn-eval-start", () => {
+    const body = {};
+    for (const [key, id] of [["episodes", "eval-episodes"], ["horizon", "eval-horizon"]]) {
+      const v = $(id).value.trim();
+      if (v) body[key] = Number(v);
+    }
+    return api("POST", "/evals", body);
+  }, (e) => `eval ${e.id} started: ${e.episodes} episodes of at most ${e.horizon} steps`);
+  action("btn-eval-reset-done", () => api("POST", "/evals/current/reset-done"), "scene reset confirmed");
+  action("btn-eval-success", () => api("POST", "/evals/current/verdict", { success: true }), "verdict: success");
+  action("btn-eval-failure", () => api("POST", "/evals/current/verdict", { success: false }), "verdict: failure");
+  action("btn-eval-stop", () => api("POST", "/evals/current/stop"),
+    (e) => `eval stopped: ${e.successes} of ${e.results.length} episodes succeeded`);
 
   action("btn-demo-start", () => api("POST", "/demos", {
     direction: $("demo-direction").value, source: $("demo-source").value,
   }), (d) => `recording a ${d.direction} demo (${d.source})`);
   action("btn-demo-success", () => api("POST", "/demos/current/finish", { success: true }),
-    (d) => `demo saved as success (${d.steps} steps)`);
+    (d) => (d.closed ? `demo saved as success (${d.steps} steps)`
+      : `holding the goal ${d.hold_steps_left} more steps, then the demo is saved`));
   action("btn-demo-failure", () => api("POST", "/demos/current/finish", { success: false }),
     (d) => `demo saved as failure (${d.steps} steps)`);
   action("btn-demo-discard", () => api("POST", "/demos/current/discard"), "demo discarded");
@@ -243,11 +261,16 @@ function render(m) {
   }
 
   const s = m.session;
-  text("s-id", s ? `${s.id} (${s.params.policy}, ${s.params.kind})` : "none");
+  text("s-id", s ? `${s.id} (${s.params.policy})` : "none");
   text("s-direction", s ? s.direction : null);
   text("s-phase", s ? `${s.phase} · step ${s.phase_step}/${s.phase_steps}` : null);
   text("s-steps", s ? s.total_steps : null);
   text("action-source", m.action_source + (m.takeover ? " (operator takeover)" : ""));
+
+  const ev = m.eval;
+  text("eval-info", ev ? `eval ${ev.id}, policy v${ev.policy_version ?? "–"}: episode ${ev.episode + 1} of `
+    + `${ev.episodes}, ${ev.stage}, step ${ev.steps}/${ev.horizon}; ${ev.successes} successes so far`
+    : "no eval running");
 
   const d = m.demo;
   text("demo-info", d ? `recording ${d.direction} demo by ${d.source}: ${d.stage}, ${d.steps} steps`
@@ -297,6 +320,7 @@ function render(m) {
   if (st.episodes_closed !== undefined && st.episodes_closed !== lastEpisodesClosed) {
     lastEpisodesClosed = st.episodes_closed;
     loadEpisodes();
+    loadEvalResults();
   }
 }
 
@@ -353,6 +377,43 @@ async function loadEpisodes() {
     text("episodes-total", `episodes unavailable: ${err.message}`);
   } finally {
     episodesBusy = false;
+  }
+}
+
+// ---------------------------------------------------------------- eval results
+let evalBusy = false;
+
+async function loadEvalResults() {
+  if (evalBusy) return;
+  evalBusy = true;
+  const body = $("eval-results").tBodies[0];
+  try {
+    const data = await api("GET", "/evals/results", undefined, { quiet: true });
+    body.innerHTML = "";
+    if (!data.versions.length) {
+      body.innerHTML = '<tr><td colspan="5" class="muted">no policy evaluated yet</td></tr>';
+    }
+    for (const r of data.versions.slice().reverse()) { // newest version first
+      const tr = document.createElement("tr");
+      for (const v of [`v${r.version}`, r.episodes, r.successes, `${(100 * r.success_rate).toFixed(0)} %`,
+        fmtTime(r.last_at)]) {
+        const td = document.createElement("td");
+        td.textContent = String(v);
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+  } catch (err) {
+    body.innerHTML = "";
+    const tr = document.createElement("tr");
+    const td = document.createElement("td");
+    td.colSpan = 5;
+    td.className = "muted";
+    td.textContent = `eval results unavailable: ${err.message}`;
+    tr.appendChild(td);
+    body.appendChild(tr);
+  } finally {
+    evalBusy = false;
   }
 }
 
@@ -458,7 +519,9 @@ function init() {
   for (const r of document.querySelectorAll('input[name="view"]')) r.addEventListener("change", showCameras);
   connectTelemetry(false);
   loadEpisodes();
+  loadEvalResults();
   setInterval(loadEpisodes, 10000);
+  setInterval(loadEvalResults, 10000);
 }
 
 document.addEventListener("DOMContentLoaded", init);
