@@ -34,7 +34,7 @@ def wait_until(pred, timeout: float, what: str):
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
-    cfg = load_config(ROOT / "configs" / "sim.yaml", env={
+    cfg = load_config(ROOT / "spec" / "configs" / "sim.yaml", env={
         "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
         "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
         "ROBOT__CONTROL__STATUS_LINE": "false",
