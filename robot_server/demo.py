@@ -9,6 +9,7 @@ while printing progress, then stops both and says what was left behind (store, T
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,6 +82,8 @@ def main(
     config: Path = typer.Option(ROOT / "spec" / "configs" / "sim.yaml", help="sim config"),
     demos: int = typer.Option(5, min=1, max=200, help="scripted demos per direction if the store has none"),
     pixels: bool = typer.Option(False, help="learn from pixels (slow on CPU) instead of sim state"),
+    eval_episodes: int = typer.Option(5, min=1, max=100, help="eval episodes before and after practice"),
+    eval_horizon: int = typer.Option(100, min=10, max=2000, help="steps per eval episode"),
 ) -> None:
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     for k, v in DEMO_OVERRIDES.items():
@@ -130,6 +133,7 @@ def main(
         learner = _spawn(largs, logs / "learner.log", {**env, **LEARNER_THREADS}, niceness=LEARNER_NICENESS)
 
         end = time.monotonic() + minutes * 60
+        first: dict | None = None  # the eval of the first forward policy the learner pushed
         while time.monotonic() < end:
             time.sleep(10)
             if daemon.poll() is not None:
@@ -144,10 +148,59 @@ def main(
                 typer.echo(f"(status unavailable: {exc})")
                 continue
             typer.echo(_progress(st, end - time.monotonic()))
+            if first is None and ((st.get("policies") or {}).get("forward") or {}).get("version"):
+                first = _evaluate_between_practice(base, headers, eval_episodes, eval_horizon, resume=True)
+        last = _evaluate_between_practice(base, headers, eval_episodes, eval_horizon, resume=False)
+        _print_success(first, last)
     finally:
         _stop(learner, "learner")
         _stop(daemon, "daemon")
     _summary(cfg)
+
+
+def _evaluate_between_practice(base: str, headers: dict, episodes: int, horizon: int, resume: bool) -> dict | None:
+    """Stop practice, run an eval session (the forward policy's mean action from the start
+    distribution, success judged by the sim task), and start practising again if `resume`."""
+    try:
+        httpx.post(f"{base}/sessions/current/stop", headers=headers, timeout=10)
+        r = httpx.post(f"{base}/evals", json={"episodes": episodes, "horizon": horizon}, headers=headers, timeout=10)
+        if r.status_code != 201:
+            typer.echo(f"(eval not started: {r.status_code} {r.text})")
+            return None
+        typer.echo(f"evaluating forward policy v{r.json().get('policy_version', '?')}: {episodes} episodes ...")
+        deadline = time.monotonic() + episodes * (horizon / 10 + 30) + 60
+        while httpx.get(f"{base}/evals/current", headers=headers, timeout=10).status_code == 200:
+            if time.monotonic() > deadline:
+                httpx.post(f"{base}/evals/current/stop", headers=headers, timeout=10)
+                break
+            time.sleep(2)
+        last = httpx.get(f"{base}/evals/last", headers=headers, timeout=10).json()
+    except httpx.HTTPError as exc:
+        typer.echo(f"(eval failed: {exc})")
+        return None
+    finally:
+        if resume:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{base}/sessions", json={"policy": "learned"}, headers=headers, timeout=10)
+    results = last.get("results") or []
+    done = [r for r in results if r.get("success") is not None]
+    out = {
+        "versions": sorted({r.get("policy_version") for r in done if r.get("policy_version") is not None}),
+        "successes": sum(bool(r["success"]) for r in done),
+        "episodes": len(done),
+    }
+    typer.echo(f"eval: {out['successes']}/{out['episodes']} successful (policy v{out['versions']})")
+    return out
+
+
+def _print_success(first: dict | None, last: dict | None) -> None:
+    def fmt(e: dict | None) -> str:
+        if not e or not e["episodes"]:
+            return "not measured"
+        return f"{e['successes']}/{e['episodes']} = {e['successes'] / e['episodes']:.2f} (v{','.join(map(str, e['versions']))})"
+
+    typer.echo(f"forward success, first pushed policy: {fmt(first)}")
+    typer.echo(f"forward success, after practice:      {fmt(last)}")
 
 
 def _progress(st: dict, left_s: float) -> str:
