@@ -40,6 +40,19 @@ class TorchBatch:
         return cls(t(b.obs), t(b.proprio), t(b.action), t(b.not_done), t(b.next_obs), t(b.next_proprio))
 
 
+def executed_action(action: torch.Tensor, translation_dims: int = 3) -> torch.Tensor:
+    """The action the daemon executes (robot_server.action_space.ActionSpace.clip_action), in torch:
+    clip to the box [-1, 1], then scale the translation part into the unit ball.
+
+    Differentiable (a scale by 1/max(1, ‖t‖)), so the actor loss sees Q of what the arm would do:
+    the critic is fitted on stored (clipped) actions and must be maximised over the same set.
+    """
+    a = action.clamp(-1.0, 1.0)
+    t = a[..., :translation_dims]
+    scale = t.norm(dim=-1, keepdim=True).clamp(min=1.0).reciprocal()
+    return torch.cat([t * scale, a[..., translation_dims:]], dim=-1)
+
+
 class Agent:
     def __init__(
         self,
@@ -115,7 +128,7 @@ class Agent:
         if heads is None:
             heads = torch.randperm(self.sizes.num_critics, device=self.device)[: self.sizes.target_subset]
         a2, logp2 = self.actor(next_h, next_proprio).rsample()
-        q2 = self.critic_target(next_h, next_proprio, a2, heads).squeeze(-1)  # [M, B]
+        q2 = self.critic_target(next_h, next_proprio, executed_action(a2), heads).squeeze(-1)  # [M, B]
         v = q2.min(dim=0).values - self.alpha * logp2
         return reward + self.settings.gamma * not_done * v, heads
 
@@ -172,7 +185,7 @@ class Agent:
             # to the action through the heads' hidden layers.
             with torch.no_grad():
                 t = self.critic.trunk(h)
-            q = self.critic.head(t, proprio, a).squeeze(-1).mean(dim=0)
+            q = self.critic.head(t, proprio, executed_action(a)).squeeze(-1).mean(dim=0)
             actor_loss = (alpha * logp - q).mean()
             metrics |= {"actor_loss": float(actor_loss.detach()), "entropy": float(-logp.detach().mean())}
         if demo is not None and lam > 0:

@@ -53,7 +53,7 @@ class AgentSettings:
     bc: Schedule
     learn_alpha: bool
     alpha_init: float  # 0 = no entropy term
-    target_entropy_per_dim: float  # target entropy = this × |A| (sim backward: +1/2)
+    target_entropy_per_dim: float  # target entropy = this × |A| (sim backward: -1/2)
     lr: float
     gamma: float
     tau: float
@@ -108,7 +108,7 @@ class Settings:
                 bc=tuple(bc or d[f"bc_{direction}"]),  # type: ignore[arg-type]
                 learn_alpha=learn_alpha,
                 alpha_init=1.0 if learn_alpha else 0.0,
-                target_entropy_per_dim=0.5,
+                target_entropy_per_dim=-0.5,  # MEDALPP.md: -|A|/2 (+|A|/2 pins a tanh policy near uniform)
                 lr=lc.lr,
                 gamma=lc.gamma,
                 tau=lc.tau,
