@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from learner.buffers import FrameSet, Layout, TransitionBuffer
+from learner.schedule import DIRECTIONS
 from learner.settings import BACKWARD_POSITIVE_FIRST, BACKWARD_POSITIVE_LAST, FORWARD_POSITIVE_LAST, Settings
 from learner.tail import Chunk
 from policies.spec import ObsSpec, policy_input
 
 log = logging.getLogger(__name__)
-DIRECTIONS = ("forward", "backward")
+__all__ = ["DIRECTIONS", "Buffers", "Router", "layout_for", "other", "runs"]
 
 
 def other(direction: str) -> str:

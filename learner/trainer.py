@@ -1,25 +1,15 @@
-"""The MEDAL++ schedule, run as a process separate from the daemon.
+"""`learner run`'s driver: tail the store, feed the learning core, push policies, save state.
 
-MEDALPP.md says "per env step": UTD critic updates and one actor update for the agent in
-control, a C_f step every 1,000 env steps and a C_b step every 500 (robot) / 100 (sim). Here the
-env steps arrive from the store in bursts, so the trainer keeps accounts instead:
-
-- each practice step collected in direction d after the seed phase ended (the first
-  `seed_steps` practice steps, counted in store order) credits agent d with one "agent step"
-  (UTD critic updates on fresh batches, then one actor update);
-- classifier c is credited one step when the seed phase ends and one more every `period` env
-  steps after that (so both classifiers have trained once before the first rewards are used);
-- the backlog is capped: an agent never owes more than `Settings.backlog_steps`
-  (= learner.max_updates_per_step × session.phase_steps) agent steps, a classifier never more than
-  max(1, backlog_steps // period) steps; the excess is dropped and counted (`dropped`). So a
-  slow learner trains on the newest data instead of an ever older backlog, and stops within one
-  phase's worth of updates when practice stops.
+The learning itself (agents, classifiers, buffers, demo routing, the credit schedule) is
+learner/core.py's, shared with the synchronous sim harness (learner/harness.py); the schedule's
+rules are in learner/schedule.py. Here the env steps arrive from the store in bursts, so the
+accounts are credited per poll and owed work is done one unit per `train_once()` (one classifier
+step, or one agent step for the direction furthest behind), so polling, pushes, saves and SIGTERM
+stay responsive. A slow learner's backlog is capped at `Settings.backlog_steps`
+(= learner.max_updates_per_step × session.phase_steps) agent steps; the excess is dropped and counted.
 
 The BC weight λ follows env steps collected (the store's practice-step count), the clock
 MEDALPP.md's schedules are written in; policy versions are the agent's update count.
-
-`train_once()` does one unit of work (one classifier step, or one agent step for the direction
-furthest behind), so polling, pushes, saves and SIGTERM stay responsive.
 """
 
 from __future__ import annotations
@@ -29,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +27,16 @@ import httpx
 import numpy as np
 import torch
 
-from learner.agent import Agent, TorchBatch
-from learner.buffers import sample_mixed
+from learner.agent import Agent
 from learner.classifier import ClassifierLearner
+from learner.core import LearningCore
 from learner.push import Pusher
-from learner.routing import DIRECTIONS, Buffers, Router, layout_for
+from learner.routing import Buffers, Router
+from learner.schedule import Accounts
 from learner.settings import Settings
 from learner.state import StateError, latest, load_state, save_state
 from learner.tail import StoreTail
-from policies.spec import ObsSpec, action_dim, action_spec_difference
+from policies.spec import ObsSpec, action_spec_difference
 from replay.store import StoreError
 from robot_server.action_space import ActionSpace
 from robot_server.config import Config
@@ -55,17 +46,6 @@ log = logging.getLogger(__name__)
 
 class LearnerError(RuntimeError):
     """A problem that stops the learner, with a message for the operator."""
-
-
-@dataclass
-class Accounts:
-    credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    post_seed_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    clf_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    clf_ticks_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    clf_dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    pushed: dict[str, int] = field(default_factory=dict)  # newest version submitted per direction
 
 
 def resolve_device(device: str) -> torch.device:
@@ -109,11 +89,9 @@ class Trainer:
         self._token = token or cfg.server.token
         self._tensorboard = tensorboard
         self._backoff_cap = push_backoff_cap_s
-        self.accounts = Accounts()
         self.ready = False
         self.spec: ObsSpec | None = None
-        self.agents: dict[str, Agent] = {}
-        self.classifiers: dict[str, ClassifierLearner] = {}
+        self.core: LearningCore | None = None
         self.pusher: Pusher | None = None
         self.writer: Any = None
         self.last_metrics: dict[str, float] = {}
@@ -121,6 +99,29 @@ class Trainer:
         self._last_poll = -math.inf
         self._last_save_updates = 0
         self.tail = StoreTail(self.store_path, [], include_open=self.settings.tail_open)
+
+    # --- the learning core's parts (empty until set-up) ---
+    @property
+    def agents(self) -> dict[str, Agent]:
+        return self.core.agents if self.core else {}
+
+    @property
+    def classifiers(self) -> dict[str, ClassifierLearner]:
+        return self.core.classifiers if self.core else {}
+
+    @property
+    def buffers(self) -> Buffers:
+        assert self.core is not None, "set-up has not run"
+        return self.core.buffers
+
+    @property
+    def router(self) -> Router:
+        assert self.core is not None, "set-up has not run"
+        return self.core.router
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.core.accounts if self.core else Accounts()
 
     # --- set-up, once the store exists (state mode needs its state_dim) ---
     def setup(self) -> bool:
@@ -138,17 +139,7 @@ class Trainer:
         self._check_store(meta)
         keys = self.spec.keys() + ["action", "policy_version", "intervention"]
         self.tail = StoreTail(self.store_path, keys, include_open=self.settings.tail_open, keep=self.settings.capacity)
-        adim = action_dim(self.action_spec)
-        s = self.settings
-        self.buffers = Buffers.create(layout_for(self.spec, adim), s.capacity)
-        self.router = Router(s, self.spec, self.buffers)
-        self.agents = {d: Agent(s.agent(d), self.spec, self.action_spec, s.sizes, self.device) for d in DIRECTIONS}
-        self.classifiers = {
-            "forward": ClassifierLearner(
-                "forward", self.spec, s.sizes, "log_p", s.clf_forward_cameras, s.clf_lr, self.device
-            ),
-            "backward": ClassifierLearner("backward", self.spec, s.sizes, s.backward_reward, None, s.clf_lr, self.device),
-        }
+        self.core = LearningCore(self.settings, self.spec, self.action_spec, self.device, self.rng)
         self.pusher = Pusher(self.server, self._token, transport=self._transport, backoff_cap_s=self._backoff_cap)
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -200,105 +191,30 @@ class Trainer:
             log.warning("reading the store failed (%s); retrying next poll", exc)
             return 0
         new = 0
+        assert self.core is not None
         for c in chunks:
-            self.router.ingest(c)
+            self.core.ingest(c)
             new += len(c)
-        self._credit()
+        self.core.credit()
         return new
 
-    def _credit(self) -> None:
-        a, s, r = self.accounts, self.settings, self.router
-        for d in DIRECTIONS:
-            fresh = r.post_seed[d] - a.post_seed_credited[d]
-            if fresh > 0:
-                a.credited[d] += fresh
-                a.post_seed_credited[d] = r.post_seed[d]
-            done = self.agents[d].updates
-            if a.credited[d] - done > s.backlog_steps:
-                a.dropped[d] += a.credited[d] - done - s.backlog_steps
-                a.credited[d] = done + s.backlog_steps
-            every = s.clf_every(d)
-            ticks = (r.env_steps - s.seed_steps) // every + 1 if r.env_steps >= s.seed_steps else 0
-            fresh = ticks - a.clf_ticks_credited[d]
-            if fresh > 0:
-                a.clf_credited[d] += fresh
-                a.clf_ticks_credited[d] = ticks
-            cap = max(1, s.backlog_steps // every)
-            done = self.classifiers[d].steps
-            if a.clf_credited[d] - done > cap:
-                a.clf_dropped[d] += a.clf_credited[d] - done - cap
-                a.clf_credited[d] = done + cap
-
     def owed(self) -> dict[str, int]:
-        if not self.ready:
-            return {}
-        out = {f"agent/{d}": self.accounts.credited[d] - self.agents[d].updates for d in DIRECTIONS}
-        out |= {f"clf/{d}": self.accounts.clf_credited[d] - self.classifiers[d].steps for d in DIRECTIONS}
-        return out
+        return self.core.owed() if self.ready and self.core else {}
 
     # --- work ---
     def train_once(self) -> dict[str, float] | None:
-        """One classifier step or one agent step, if any is owed and possible; None if idle.
-
-        The owed item furthest behind in env steps goes first (a classifier step stands for
-        `clf_every` env steps; an agent update for one of its own steps, about two env steps as
-        the directions alternate), so when the CPU cannot keep up both fall behind in proportion,
-        as MEDALPP.md interleaves them, instead of classifier steps starving the agents. On a tie
-        the classifier goes first, as in the per-step schedule.
-        """
-        if not self.ready:
+        """One classifier step or one agent step (learner/schedule.py picks which); None if idle."""
+        if not self.ready or self.core is None:
             return None
-        a = self.accounts
-        work: list[tuple[int, int, str]] = []
-        for d in DIRECTIONS:
-            if a.clf_credited[d] > self.classifiers[d].steps and self._classifier_ready(d):
-                work.append(((a.clf_credited[d] - self.classifiers[d].steps) * self.settings.clf_every(d), 1, d))
-            if a.credited[d] > self.agents[d].updates and self.buffers.online[d].num_transitions > 0:
-                work.append(((a.credited[d] - self.agents[d].updates) * len(DIRECTIONS), 0, d))
-        if not work:
+        done = self.core.train_once()
+        if done is None:
             return None
-        _, is_clf, d = max(work)
-        return self.classifier_step(d) if is_clf else self.agent_step(d)
-
-    def _classifier_ready(self, d: str) -> bool:
-        return len(self.buffers.positives[d]) > 0 and len(self.buffers.online[d]) > 0
-
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
-
-    def classifier_step(self, d: str) -> dict[str, float]:
-        clf, online = self.classifiers[d], self.buffers.online[d]
-        n = self.settings.clf_batch_size
-        metrics = clf.evaluate_fresh(self._tensor(online.fresh_frames(clf.trained_until, n, self.rng)))
-        clf.trained_until = online.last_serial
-        pos = self.buffers.positives[d].sample(n, self.rng)
-        neg = online.sample_frames(n, self.rng)
-        metrics |= clf.train_step(self._tensor(pos), self._tensor(neg))
-        self._log(metrics)
-        return metrics
-
-    def agent_step(self, d: str) -> dict[str, float]:
-        agent, s = self.agents[d], self.settings
-        online, demo = self.buffers.online[d], self.buffers.demo[d]
-
-        def sample() -> TorchBatch:
-            batch, _ = sample_mixed(online, demo, s.batch_size, s.demo_rows, self.rng)
-            return TorchBatch.from_numpy(batch, self.device)
-
-        def sample_demo() -> TorchBatch | None:
-            if demo.num_transitions == 0:
-                return None
-            return TorchBatch.from_numpy(demo.sample(s.bc_batch_size, self.rng), self.device)
-
-        t0 = time.perf_counter()
-        agent.env_step = self.router.env_steps
-        m = agent.update(sample, self.classifiers[d].reward, sample_demo)
-        metrics = {f"{d}/{k}": v for k, v in m.items()} | {f"{d}/update_s": time.perf_counter() - t0}
-        if agent.updates % s.push_every == 0:
-            self.push(d)
-        total = sum(a.updates for a in self.agents.values())
-        if total - self._last_save_updates >= s.save_every:
-            self.save()
+        work, metrics = done
+        if work.kind == "agent":
+            if self.agents[work.direction].updates % self.settings.push_every == 0:
+                self.push(work.direction)
+            if sum(a.updates for a in self.agents.values()) - self._last_save_updates >= self.settings.save_every:
+                self.save()
         self._log(metrics)
         return metrics
 
@@ -361,17 +277,8 @@ class Trainer:
         return self.run_dir / "state"
 
     def _state_parts(self) -> tuple[dict, dict, dict]:
-        modules: dict[str, torch.nn.Module] = {}
-        tensors: dict[str, torch.Tensor] = {}
-        optims: dict[str, torch.optim.Optimizer] = {}
-        for d, a in self.agents.items():
-            modules |= {f"{d}.{k}": m for k, m in a.modules().items()}
-            tensors[f"{d}.log_alpha"] = a.log_alpha
-            optims |= {f"{d}.{k}": o for k, o in a.optimizers().items()}
-        for d, c in self.classifiers.items():
-            modules[f"clf_{d}"] = c.net
-            optims[f"clf_{d}"] = c.opt
-        return modules, tensors, optims
+        assert self.core is not None
+        return self.core.state_parts()
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -422,7 +329,8 @@ class Trainer:
             a.critic_updates = int(counters["agents"][d]["critic_updates"])
         for d, c in self.classifiers.items():
             c.steps = int(counters["classifier_steps"][d])
-        self.accounts = Accounts(**counters["accounts"])
+        assert self.core is not None
+        self.core.accounts = Accounts(**counters["accounts"])
         if self.pusher is not None:
             self.pusher.version_base.update({d: int(v) for d, v in counters.get("version_base", {}).items()})
         self._last_save_updates = sum(a.updates for a in self.agents.values())
