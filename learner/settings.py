@@ -84,6 +84,9 @@ class Settings:
     save_every: int
     poll_s: float
     tail_open: bool
+    # FBRL baseline (bench/learning.py): if > 0, the backward classifier's positives are only the
+    # first this-many frames of each forward demo (the initial-state distribution), nothing else.
+    backward_positives_initial: int = 0
 
     def agent(self, direction: str) -> AgentSettings:
         return self.forward if direction == "forward" else self.backward
