@@ -72,6 +72,7 @@ class HarnessConfig:
     preset: str | None = None  # network sizes; None: "state" in state mode, "sim" with pixels
     seed_steps: int | None = None  # None: MEDALPP.md's sim value (10,000)
     initial_positives: int = 10  # fbrl: first frames of each forward demo (the cube has not moved yet)
+    bc_forward: tuple[float, float, int, int] | None = None  # None: MEDALPP.md's sim schedule (1 -> 0.1, 10k -> 50k)
     bc_batch_size: int = 256  # bc method: demo rows per step
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
@@ -153,6 +154,8 @@ class SimHarness:
             capacity=max(hc.env_steps + 1000, 2000),
             backward_positives_initial=hc.initial_positives if hc.method == "fbrl" else 0,
         )
+        if hc.bc_forward is not None:
+            s = dataclasses.replace(s, forward=dataclasses.replace(s.forward, bc=tuple(hc.bc_forward)))
         if hc.method == "bc":  # the actor alone, λ = 1 throughout
             fwd = dataclasses.replace(s.forward, bc=(1.0, 1.0, 0, 0))
             s = dataclasses.replace(s, forward=fwd, bc_batch_size=hc.bc_batch_size)
