@@ -74,7 +74,7 @@ def run_all(runs: list[tuple[str, int]], plan: dict[str, Any], jobs: int, demos:
     """Run every (method, seed) as its own process, `jobs` at a time, longest first."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"PYTHONPATH": str(ROOT), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cost = {"medalpp_pixels": 3, "medalpp": 2, "fbrl": 2, "naive": 2, "episodic": 2, "bc": 0}
     pending = sorted(runs, key=lambda r: -cost[r[0]])
     active: dict[tuple[str, int], tuple[subprocess.Popen, float, Any]] = {}

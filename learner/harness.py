@@ -270,9 +270,9 @@ class SimHarness:
         if hc.method != "episodic":
             obs = env.reset_to_start("forward", self.rng)  # the demos moved the cube: start where practice starts
         d, t_phase, phase_success, started_after = "forward", 0, False, "start"
-        window, curve = Window(), []
-        t_window, steps_window = time.perf_counter(), 0
-        curve.append(self._point(window, 0.0, 0.0))
+        window = Window()
+        curve = [self._point(window, 0.0, 0.0)]
+        t_window, steps_window = time.perf_counter(), 0  # after the evaluation: steps/s counts practice only
         for step in range(hc.env_steps):
             seeding = self.env_steps < self.settings.seed_steps
             if seeding:  # uniform random actions (MEDALPP.md; not the policy)
