@@ -70,6 +70,18 @@ def command(method: str, seed: int, plan: dict[str, Any], out: Path, demos: int)
     return cmd
 
 
+def load_done(run_dir: Path, runs: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Finished (not partial) run results already in run_dir."""
+    done = {}
+    for m, s in runs:
+        f = run_dir / f"{m}-seed{s}.json"
+        if f.is_file():
+            r = json.loads(f.read_text())
+            if not r.get("partial"):
+                done[(m, s)] = r
+    return done
+
+
 def run_all(runs: list[tuple[str, int]], plan: dict[str, Any], jobs: int, demos: int, run_dir: Path) -> dict:
     """Run every (method, seed) as its own process, `jobs` at a time, longest first."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +201,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (one per core at most)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--replot", action="store_true", help="only rebuild summary and plot from the run JSONs")
+    ap.add_argument("--run-dir", type=Path, help="per-run JSONs and logs (default: <out>-runs beside the output)")
+    ap.add_argument("--skip-done", action="store_true", help="reuse finished runs found in the run dir")
     args = ap.parse_args()
     plan = dict(QUICK if args.quick else FULL)
     if args.methods:
@@ -202,7 +216,7 @@ def main() -> None:
             plan[key] = getattr(args, key)
     name = "learning-quick" if args.quick else "learning"
     out = args.out or RESULTS / f"{name}.json"
-    run_dir = out.parent / f"{out.stem}-runs"
+    run_dir = args.run_dir or out.parent / f"{out.stem}-runs"
     runs = [(m, s) for m in plan["methods"] for s in plan["seeds"]]
     t0 = time.time()
     if args.replot:
@@ -212,7 +226,9 @@ def main() -> None:
             if f.is_file():
                 results[(m, s)] = json.loads(f.read_text())
     else:
-        results = run_all(runs, plan, args.jobs, args.demos, run_dir)
+        done = load_done(run_dir, runs) if args.skip_done else {}
+        todo = [r for r in runs if r not in done]
+        results = done | run_all(todo, plan, args.jobs, args.demos, run_dir)
     summary = summarise(results)
     doc = {
         "what": "MEDAL++ vs baselines on PushCube-v0 (sim), EARL metrics; see bench/learning.py",

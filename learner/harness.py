@@ -48,7 +48,7 @@ from policies.spec import ObsSpec, policy_input
 from replay.schema import EpisodeInfo
 from robot_server.config import Config, load_config
 from robot_server.sim.gym_env import PushCubeEnv, default_config_path, scripted_demo
-from robot_server.sim.task import STATE_DIM
+from robot_server.sim.task import STATE_DIM, goal_zone, start_zone
 
 log = logging.getLogger(__name__)
 METHODS = ("medalpp", "fbrl", "naive", "episodic", "bc")
@@ -99,6 +99,9 @@ class Window:
     forward_after_backward_successes: int = 0
     backward_phases: int = 0
     backward_phase_successes: int = 0
+    # Where practice forward phases begin: the cube's distance (m) from the start and goal zone centres.
+    forward_start_to_start_zone: list[float] = field(default_factory=list)
+    forward_start_to_goal_zone: list[float] = field(default_factory=list)
     metrics: dict[str, list[float]] = field(default_factory=dict)
 
     def add_metrics(self, m: dict[str, float]) -> None:
@@ -298,6 +301,8 @@ class SimHarness:
                 self._close_phase(window, d, phase_success, started_after)
                 obs, d, started_after = self._switch(d, two, info)
                 t_phase, phase_success = 0, False
+                if d == "forward":
+                    self._note_forward_start(window)
                 self._segment += 1
             steps_window += 1
             if (step + 1) % hc.eval_every == 0 or step + 1 == hc.env_steps:
@@ -308,6 +313,11 @@ class SimHarness:
                     progress(point)
                 window, t_window, steps_window = Window(), time.perf_counter(), 0
         return curve
+
+    def _note_forward_start(self, w: Window) -> None:
+        cube = self.env.task.cube_position()[:2]
+        w.forward_start_to_start_zone.append(float(np.linalg.norm(cube - np.asarray(start_zone("forward").center))))
+        w.forward_start_to_goal_zone.append(float(np.linalg.norm(cube - np.asarray(goal_zone("forward").center))))
 
     def _close_phase(self, w: Window, d: str, success: bool, started_after: str) -> None:
         if d == "forward":
@@ -351,6 +361,10 @@ class SimHarness:
             "practice_forward_success": ratio(w.forward_phase_successes, w.forward_phases),
             "forward_success_after_backward": ratio(w.forward_after_backward_successes, w.forward_after_backward),
             "practice_backward_success": ratio(w.backward_phase_successes, w.backward_phases),
+            "forward_start_cube_to_start_zone_m": float(np.mean(w.forward_start_to_start_zone))
+            if w.forward_start_to_start_zone else math.nan,
+            "forward_start_cube_to_goal_zone_m": float(np.mean(w.forward_start_to_goal_zone))
+            if w.forward_start_to_goal_zone else math.nan,
             "updates": core.agent_updates(),
             "classifier_steps": core.classifier_steps(),
         }
