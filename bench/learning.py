@@ -119,11 +119,13 @@ def run_all(runs: list[tuple[str, int]], plan: dict[str, Any], jobs: int, demos:
 def summarise(results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for method in sorted({m for m, _ in results}):
-        finals, bests, after_bwd, cont, interventions, sps = [], [], [], [], [], []
+        finals, bests, after_bwd, cont, interventions, sps, partial = [], [], [], [], [], [], []
         for (m, _seed), r in results.items():
             if m != method or not r["curve"]:
                 continue
             c = r["curve"]
+            if r.get("partial"):  # cut short (e.g. the session ended): say how far it got
+                partial.append({"seed": _seed, "env_steps": c[-1]["env_steps"], "updates": c[-1].get("updates")})
             finals.append(c[-1]["deployed_success"])
             bests.append(max(p["deployed_success"] for p in c))
             interventions.append(c[-1].get("interventions", 0))
@@ -146,6 +148,7 @@ def summarise(results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
             "continuing_reward_mean": mean(cont),
             "interventions_mean": mean(interventions),
             "env_steps_per_s_mean": mean(sps),
+            "partial_runs": partial,
         }
     return out
 
@@ -217,7 +220,7 @@ def main() -> None:
     name = "learning-quick" if args.quick else "learning"
     out = args.out or RESULTS / f"{name}.json"
     run_dir = args.run_dir or out.parent / f"{out.stem}-runs"
-    runs = [(m, s) for m in plan["methods"] for s in plan["seeds"]]
+    runs = [(m, s) for s in plan["seeds"] for m in plan["methods"]]  # seed-major: every method's seed 0 first
     t0 = time.time()
     if args.replot:
         results = {}
