@@ -78,3 +78,20 @@ def test_baselines_run(method):
         assert len(h.core.buffers.positives["backward"]) == 2 * h.hc.initial_positives
     if method == "bc":
         assert h.core.agents["forward"].critic_updates == 0 and h.core.agents["forward"].updates == 40
+
+
+def test_practice_bookkeeping_with_the_scripted_expert_acting():
+    # With the expert in control every practice phase succeeds: forward from the start, backward from
+    # where forward left the cube, forward again from where backward left it. So the window's rates
+    # are 1 and the continuing reward (forward success per step) is positive.
+    h = harness(method="medalpp", env_steps=240, phase_steps=60, seed_steps=0, eval_every=240)
+    h.act = lambda d, obs, deterministic: h.env.expert_action()  # the env's direction is d's
+    try:
+        res = h.run()
+    finally:
+        h.close()
+    p = res["curve"][-1]
+    assert p["practice_forward_success"] == 1.0 and p["practice_backward_success"] == 1.0
+    assert p["forward_success_after_backward"] == 1.0
+    assert 0.0 < p["continuing_reward"] < 1.0 and p["interventions"] == 0
+    assert p["forward_start_cube_to_start_zone_m"] < 0.06  # backward pushed it back into zone A
