@@ -40,6 +40,19 @@ class TorchBatch:
         return cls(t(b.obs), t(b.proprio), t(b.action), t(b.not_done), t(b.next_obs), t(b.next_proprio))
 
 
+def executed_action(action: torch.Tensor, translation_dims: int = 3) -> torch.Tensor:
+    """The action the daemon executes (spec.step.ActionSpace.clip_action), in torch:
+    clip to the box [-1, 1], then scale the translation part into the unit ball.
+
+    Differentiable (a scale by 1/max(1, ‖t‖)), so the actor loss sees Q of what the arm would do:
+    the critic is fitted on stored (clipped) actions and must be maximised over the same set.
+    """
+    a = action.clamp(-1.0, 1.0)
+    t = a[..., :translation_dims]
+    scale = t.norm(dim=-1, keepdim=True).clamp(min=1.0).reciprocal()
+    return torch.cat([t * scale, a[..., translation_dims:]], dim=-1)
+
+
 class Agent:
     def __init__(
         self,
@@ -63,13 +76,13 @@ class Agent:
         self.memory_format = torch.channels_last if self.pixels else torch.contiguous_format
         self.encoder.to(memory_format=self.memory_format)
         repr_dim = self.encoder.repr_dim
-        self.critic = Critic(repr_dim, spec.proprio_dim, adim, sizes.feature_dim, sizes.hidden_dim, sizes.num_critics)
-        self.critic = self.critic.to(self.device)
-        self.critic_target = Critic(
-            repr_dim, spec.proprio_dim, adim, sizes.feature_dim, sizes.hidden_dim, sizes.num_critics
-        ).to(self.device)
+        dims = (repr_dim, spec.proprio_dim, adim, sizes.feature_dim, sizes.hidden_dim, sizes.num_critics)
+        self.critic = Critic(*dims, hidden_layers=sizes.critic_layers).to(self.device)
+        self.critic_target = Critic(*dims, hidden_layers=sizes.critic_layers).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
 
         lr = settings.lr
         enc_params = list(self.encoder.parameters())
@@ -115,7 +128,9 @@ class Agent:
         if heads is None:
             heads = torch.randperm(self.sizes.num_critics, device=self.device)[: self.sizes.target_subset]
         a2, logp2 = self.actor(next_h, next_proprio).rsample()
-        q2 = self.critic_target(next_h, next_proprio, a2, heads).squeeze(-1)  # [M, B]
+        # Every head drawn (N = subset, e.g. clipped double Q): no weight gather needed.
+        subset = None if len(heads) == self.sizes.num_critics else heads
+        q2 = self.critic_target(next_h, next_proprio, executed_action(a2), subset).squeeze(-1)  # [M, B]
         v = q2.min(dim=0).values - self.alpha * logp2
         return reward + self.settings.gamma * not_done * v, heads
 
@@ -151,9 +166,8 @@ class Agent:
 
     @torch.no_grad()
     def soft_update(self) -> None:
-        tau = self.settings.tau
-        for tp, p in zip(self.critic_target.parameters(), self.critic.parameters(), strict=True):
-            tp.lerp_(p, tau)
+        # One fused call over all tensors, not a Python loop of small lerps.
+        torch._foreach_lerp_(self._target_params, self._critic_params, self.settings.tau)
 
     def update_actor(
         self,
@@ -172,7 +186,7 @@ class Agent:
             # to the action through the heads' hidden layers.
             with torch.no_grad():
                 t = self.critic.trunk(h)
-            q = self.critic.head(t, proprio, a).squeeze(-1).mean(dim=0)
+            q = self.critic.head(t, proprio, executed_action(a)).squeeze(-1).mean(dim=0)
             actor_loss = (alpha * logp - q).mean()
             metrics |= {"actor_loss": float(actor_loss.detach()), "entropy": float(-logp.detach().mean())}
         if demo is not None and lam > 0:

@@ -2,6 +2,8 @@
 
     learner run --config configs/sim.yaml --server http://127.0.0.1:8000 [--state]
                 [--device auto|cpu|cuda] [--max-updates N] [--run-dir DIR]
+    learner train-sim --method medalpp|fbrl|naive|episodic|bc --steps N --seed S --mode state|pixels
+                [--demos N] [--eval-every K] [--eval-episodes E] [--out result.json]
 
 Logs go to TensorBoard under the run dir and to a one-line progress display. SIGTERM / SIGINT
 finish the current update, save the training state and exit 0; the next `learner run` with the
@@ -131,6 +133,71 @@ def run(
             signal.signal(sig, handler)
     if code:
         raise typer.Exit(code)
+
+
+@app.command("train-sim")
+def train_sim(
+    method: Annotated[str, typer.Option(help="medalpp | fbrl | naive | episodic | bc")] = "medalpp",
+    steps: Annotated[int, typer.Option(min=1, help="practice env steps (bc: gradient steps)")] = 50_000,
+    seed: Annotated[int, typer.Option(help="seeds the envs, demos, networks and sampling")] = 0,
+    mode: Annotated[str, typer.Option(help="state | pixels")] = "state",
+    demos: Annotated[int, typer.Option(min=1, help="scripted demos per direction")] = 10,
+    eval_every: Annotated[int, typer.Option(min=1, help="evaluate the forward policy every N env steps")] = 5_000,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="episodes per evaluation")] = 10,
+    seed_steps: Annotated[int | None, typer.Option(min=0, help="uniform-random steps first (default 10,000)")] = None,
+    preset: Annotated[str | None, typer.Option(help="network sizes: state | sim | robot | tiny")] = None,
+    bc_forward: Annotated[
+        str | None, typer.Option(help="forward BC-λ schedule 'v0,v1,step0,step1' (default 1,0.1,10000,50000)")
+    ] = None,
+    jitter_m: Annotated[float, typer.Option(help="start jitter of the cube, m")] = 0.05,
+    jitter_yaw_deg: Annotated[float, typer.Option(help="start yaw jitter of the cube, deg")] = 45.0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
+    out: Annotated[Path | None, typer.Option(help="write the result JSON here")] = None,
+) -> None:
+    """Train on the sim task synchronously (PushCube-v0) and evaluate the forward policy (EARL metrics)."""
+    import dataclasses
+    import json
+
+    import torch
+
+    from learner.harness import HarnessConfig
+    from learner.harness import train_sim as run_harness
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)
+    try:
+        schedule = None
+        if bc_forward is not None:
+            v0, v1, s0, s1 = bc_forward.split(",")
+            schedule = (float(v0), float(v1), int(s0), int(s1))
+        hc = HarnessConfig(
+            method=method, mode=mode, env_steps=steps, seed=seed, demos=demos, eval_every=eval_every,
+            eval_episodes=eval_episodes, seed_steps=seed_steps, preset=preset, start_jitter_m=jitter_m,
+            start_jitter_yaw_deg=jitter_yaw_deg, device=device, bc_forward=schedule,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    points: list[dict] = []
+
+    def progress(p: dict) -> None:
+        points.append(p)
+        if out is not None:  # a partial result after every evaluation, in case the run is cut short
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"config": dataclasses.asdict(hc), "partial": True, "curve": points}))
+        typer.echo(
+            f"{method} seed {seed}: env {p['env_steps']} upd {p.get('updates')} "
+            f"success {p['deployed_success']:.2f} practice fwd {p.get('practice_forward_success', float('nan')):.2f} "
+            f"interventions {p.get('interventions', 0)} {p.get('env_steps_per_s', float('nan')):.1f} steps/s"
+        )
+
+    result = run_harness(hc, progress)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        typer.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 - Successful demos only: forward demos → forward demo buffer; backward demos → backward demo
   buffer; in sim the backward demo buffer also holds forward demos.
 - Classifier positives: C_f = last 21 frames of each forward demo; C_b = first 51 frames of each
-  forward demo + last 21 of each backward demo (robot), or every forward-demo frame (sim).
+  forward demo + last 21 of each backward demo (robot), or every forward-demo frame (sim); the
+  FBRL baseline's C_b: only the first `backward_positives_initial` frames of each forward demo.
 - Eval episodes are not training data.
 
 It also counts env steps: `env_steps` (all practice steps, in store order) and, per direction,
@@ -142,8 +143,12 @@ class Router:
             self.buffers.demo[t].append(key, 0, main, proprio, action, terminal=True)
         self.demos_used[info.direction] += 1
         pos = self.buffers.positives
+        initial = self.settings.backward_positives_initial
         if info.direction == "forward":
             pos["forward"].add(main[-FORWARD_POSITIVE_LAST:])
-            pos["backward"].add(main if self.settings.backward_positives_all_forward else main[:BACKWARD_POSITIVE_FIRST])
-        elif not self.settings.backward_positives_all_forward:
+            if initial > 0:
+                pos["backward"].add(main[:initial])
+            else:
+                pos["backward"].add(main if self.settings.backward_positives_all_forward else main[:BACKWARD_POSITIVE_FIRST])
+        elif not self.settings.backward_positives_all_forward and initial == 0:
             pos["backward"].add(main[-BACKWARD_POSITIVE_LAST:])

@@ -55,7 +55,7 @@ class AgentSettings:
     bc: Schedule
     learn_alpha: bool
     alpha_init: float  # 0 = no entropy term
-    target_entropy_per_dim: float  # target entropy = this × |A| (sim backward: +1/2)
+    target_entropy_per_dim: float  # target entropy = this × |A| (sim backward: -1/2)
     lr: float
     gamma: float
     tau: float
@@ -86,6 +86,9 @@ class Settings:
     save_every: int
     poll_s: float
     tail_open: bool
+    # FBRL baseline (bench/learning.py): if > 0, the backward classifier's positives are only the
+    # first this-many frames of each forward demo (the initial-state distribution), nothing else.
+    backward_positives_initial: int = 0
 
     def agent(self, direction: str) -> AgentSettings:
         return self.forward if direction == "forward" else self.backward
@@ -110,7 +113,7 @@ class Settings:
                 bc=tuple(bc or d[f"bc_{direction}"]),  # type: ignore[arg-type]
                 learn_alpha=learn_alpha,
                 alpha_init=1.0 if learn_alpha else 0.0,
-                target_entropy_per_dim=0.5,
+                target_entropy_per_dim=-0.5,  # MEDALPP.md: -|A|/2 (+|A|/2 pins a tanh policy near uniform)
                 lr=lc.lr,
                 gamma=lc.gamma,
                 tau=lc.tau,

@@ -1,25 +1,15 @@
-"""The MEDAL++ schedule, run as a process separate from the daemon.
+"""`learner run`'s driver: tail the store, feed the learning core, push policies, save state.
 
-MEDALPP.md says "per env step": UTD critic updates and one actor update for the agent in
-control, a C_f step every 1,000 env steps and a C_b step every 500 (robot) / 100 (sim). Here the
-env steps arrive from the store in bursts, so the trainer keeps accounts instead:
-
-- each practice step collected in direction d after the seed phase ended (the first
-  `seed_steps` practice steps, counted in store order) credits agent d with one "agent step"
-  (UTD critic updates on fresh batches, then one actor update);
-- classifier c is credited one step when the seed phase ends and one more every `period` env
-  steps after that (so both classifiers have trained once before the first rewards are used);
-- the backlog is capped: an agent never owes more than `Settings.backlog_steps`
-  (= learner.max_updates_per_step × session.phase_steps) agent steps, a classifier never more than
-  max(1, backlog_steps // period) steps; the excess is dropped and counted (`dropped`). So a
-  slow learner trains on the newest data instead of an ever older backlog, and stops within one
-  phase's worth of updates when practice stops.
+The learning itself (agents, classifiers, buffers, demo routing, the credit schedule) is
+learner/core.py's, shared with the synchronous sim harness (learner/harness.py); the schedule's
+rules are in learner/schedule.py. Here the env steps arrive from the store in bursts, so the
+accounts are credited per poll and owed work is done one unit per `train_once()` (one classifier
+step, or one agent step for the direction furthest behind), so polling, pushes, saves and SIGTERM
+stay responsive. A slow learner's backlog is capped at `Settings.backlog_steps`
+(= learner.max_updates_per_step × session.phase_steps) agent steps; the excess is dropped and counted.
 
 The BC weight λ follows env steps collected (the store's practice-step count), the clock
 MEDALPP.md's schedules are written in; policy versions are the agent's update count.
-
-`train_once()` does one unit of work (one classifier step, or one agent step for the direction
-furthest behind), so polling, pushes, saves and SIGTERM stay responsive.
 """
 
 from __future__ import annotations
@@ -29,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,35 +27,24 @@ import httpx
 import numpy as np
 import torch
 
-from learner.agent import Agent, TorchBatch
-from learner.buffers import Batch, sample_mixed
+from learner.agent import Agent
 from learner.classifier import ClassifierLearner
+from learner.core import LearningCore
 from learner.push import Pusher
-from learner.routing import Buffers, Router, layout_for
+from learner.routing import Buffers, Router
+from learner.schedule import Accounts
 from learner.settings import Settings
 from learner.state import StateError, latest, load_state, save_state
 from learner.tail import StoreTail
-from replay.store import StoreError
+from replay.store import StoreError, StoreMeta
 from spec.config import Config
-from spec.direction import DIRECTIONS
-from spec.step import ActionSpace, ObsSpec, action_dim, action_spec_difference
+from spec.step import ObsSpec
 
 log = logging.getLogger(__name__)
 
 
 class LearnerError(RuntimeError):
     """A problem that stops the learner, with a message for the operator."""
-
-
-@dataclass
-class Accounts:
-    credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    post_seed_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    clf_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    clf_ticks_credited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    clf_dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
-    pushed: dict[str, int] = field(default_factory=dict)  # newest version submitted per direction
 
 
 def resolve_device(device: str) -> torch.device:
@@ -102,18 +81,16 @@ class Trainer:
         self.run_dir = Path(run_dir or cfg.learner.run_dir)
         self.device = resolve_device(device or cfg.learner.device)
         self.server = server or f"http://{cfg.server.host}:{cfg.server.port}"
-        self.action_spec = ActionSpace(cfg.action, cfg.workspace).spec()
+        self.action_spec: dict[str, Any] = {}  # read from the store at setup()
         self.rng = np.random.default_rng(cfg.session.seed if seed is None else seed)
         torch.manual_seed(int(self.rng.integers(2**31)))
         self._transport = transport
         self._token = token or cfg.server.token
         self._tensorboard = tensorboard
         self._backoff_cap = push_backoff_cap_s
-        self.accounts = Accounts()
         self.ready = False
         self.spec: ObsSpec | None = None
-        self.agents: dict[str, Agent] = {}
-        self.classifiers: dict[str, ClassifierLearner] = {}
+        self.core: LearningCore | None = None
         self.pusher: Pusher | None = None
         self.writer: Any = None
         self.last_metrics: dict[str, float] = {}
@@ -121,6 +98,29 @@ class Trainer:
         self._last_poll = -math.inf
         self._last_save_updates = 0
         self.tail = StoreTail(self.store_path, [], include_open=self.settings.tail_open)
+
+    # --- the learning core's parts (empty until set-up) ---
+    @property
+    def agents(self) -> dict[str, Agent]:
+        return self.core.agents if self.core else {}
+
+    @property
+    def classifiers(self) -> dict[str, ClassifierLearner]:
+        return self.core.classifiers if self.core else {}
+
+    @property
+    def buffers(self) -> Buffers:
+        assert self.core is not None, "set-up has not run"
+        return self.core.buffers
+
+    @property
+    def router(self) -> Router:
+        assert self.core is not None, "set-up has not run"
+        return self.core.router
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.core.accounts if self.core else Accounts()
 
     # --- set-up, once the store exists (state mode needs its state_dim) ---
     def setup(self) -> bool:
@@ -131,27 +131,16 @@ class Trainer:
         meta = StoreTail(self.store_path, []).meta
         if not meta:
             return False
-        state_dim = meta.get("state_dim")
-        if self.settings.mode == "state" and not state_dim:
-            raise LearnerError(f"--state needs obs/state, but the store {self.store_path} records no state vector")
-        self.spec = ObsSpec.from_config(self.cfg, self.settings.mode, state_dim=state_dim)
-        self._check_store(meta)
+        # The step as the daemon described it in the store: never rebuilt from our copy of the config.
+        try:
+            store_meta = StoreMeta.from_attrs(meta)
+            self.spec = store_meta.obs_spec(self.settings.mode)
+        except (StoreError, KeyError, ValueError) as exc:
+            raise LearnerError(f"the store {self.store_path}: {exc}") from None
+        self.action_spec = store_meta.action_space
         keys = self.spec.keys() + ["action", "policy_version", "intervention"]
         self.tail = StoreTail(self.store_path, keys, include_open=self.settings.tail_open, keep=self.settings.capacity)
-        adim = action_dim(self.action_spec)
-        s = self.settings
-        layout = layout_for(self.spec, adim)
-        self.buffers = Buffers.create(layout, s.capacity)
-        # Every agent step samples into these again (no batch-sized allocations per step).
-        self.batch, self.bc_batch = Batch.empty(s.batch_size, layout), Batch.empty(s.bc_batch_size, layout)
-        self.router = Router(s, self.spec, self.buffers)
-        self.agents = {d: Agent(s.agent(d), self.spec, self.action_spec, s.sizes, self.device) for d in DIRECTIONS}
-        self.classifiers = {
-            "forward": ClassifierLearner(
-                "forward", self.spec, s.sizes, "log_p", s.clf_forward_cameras, s.clf_lr, self.device
-            ),
-            "backward": ClassifierLearner("backward", self.spec, s.sizes, s.backward_reward, None, s.clf_lr, self.device),
-        }
+        self.core = LearningCore(self.settings, self.spec, self.action_spec, self.device, self.rng)
         self.pusher = Pusher(self.server, self._token, transport=self._transport, backoff_cap_s=self._backoff_cap)
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -160,33 +149,6 @@ class Trainer:
         self.ready = True
         self._resume()
         return True
-
-    def _check_store(self, meta: dict[str, Any]) -> None:
-        assert self.spec is not None
-        problems = []
-        stored = {c["name"]: c for c in meta.get("cameras", [])}
-        if self.spec.mode == "pixels":
-            for cam in self.spec.cameras:
-                c = stored.get(cam.name)
-                if c is None:
-                    problems.append(f"camera {cam.name!r} is configured but the store has {sorted(stored)}")
-                elif (int(c["height"]), int(c["width"])) != (cam.height, cam.width):
-                    problems.append(
-                        f"camera {cam.name!r}: config says {cam.height}x{cam.width}, store has {c['height']}x{c['width']}"
-                    )
-        if int(meta.get("proprio_dim", -1)) != self.spec.proprio_dim:
-            problems.append(f"proprio_dim: config gives {self.spec.proprio_dim}, store has {meta.get('proprio_dim')}")
-        stored_action = meta.get("action_space", {})
-        if stored_action.get("dim") != self.action_spec["dim"]:
-            problems.append(f"action dim: config gives {self.action_spec['dim']}, store has {stored_action.get('dim')}")
-        else:
-            # Other differences (e.g. a changed speed limit) do not stop training from the data, but the
-            # daemon will refuse policies made for another action spec: say so loudly.
-            why = action_spec_difference(stored_action, self.action_spec)
-            if why:
-                log.warning("the store was recorded with another action spec than the config: %s", why)
-        if problems:
-            raise LearnerError(f"the store {self.store_path} does not match the config: " + "; ".join(problems))
 
     # --- data ---
     def poll(self, force: bool = False) -> int:
@@ -203,105 +165,30 @@ class Trainer:
             log.warning("reading the store failed (%s); retrying next poll", exc)
             return 0
         new = 0
+        assert self.core is not None
         for c in chunks:
-            self.router.ingest(c)
+            self.core.ingest(c)
             new += len(c)
-        self._credit()
+        self.core.credit()
         return new
 
-    def _credit(self) -> None:
-        a, s, r = self.accounts, self.settings, self.router
-        for d in DIRECTIONS:
-            fresh = r.post_seed[d] - a.post_seed_credited[d]
-            if fresh > 0:
-                a.credited[d] += fresh
-                a.post_seed_credited[d] = r.post_seed[d]
-            done = self.agents[d].updates
-            if a.credited[d] - done > s.backlog_steps:
-                a.dropped[d] += a.credited[d] - done - s.backlog_steps
-                a.credited[d] = done + s.backlog_steps
-            every = s.clf_every(d)
-            ticks = (r.env_steps - s.seed_steps) // every + 1 if r.env_steps >= s.seed_steps else 0
-            fresh = ticks - a.clf_ticks_credited[d]
-            if fresh > 0:
-                a.clf_credited[d] += fresh
-                a.clf_ticks_credited[d] = ticks
-            cap = max(1, s.backlog_steps // every)
-            done = self.classifiers[d].steps
-            if a.clf_credited[d] - done > cap:
-                a.clf_dropped[d] += a.clf_credited[d] - done - cap
-                a.clf_credited[d] = done + cap
-
     def owed(self) -> dict[str, int]:
-        if not self.ready:
-            return {}
-        out = {f"agent/{d}": self.accounts.credited[d] - self.agents[d].updates for d in DIRECTIONS}
-        out |= {f"clf/{d}": self.accounts.clf_credited[d] - self.classifiers[d].steps for d in DIRECTIONS}
-        return out
+        return self.core.owed() if self.ready and self.core else {}
 
     # --- work ---
     def train_once(self) -> dict[str, float] | None:
-        """One classifier step or one agent step, if any is owed and possible; None if idle.
-
-        The owed item furthest behind in env steps goes first (a classifier step stands for
-        `clf_every` env steps; an agent update for one of its own steps, about two env steps as
-        the directions alternate), so when the CPU cannot keep up both fall behind in proportion,
-        as MEDALPP.md interleaves them, instead of classifier steps starving the agents. On a tie
-        the classifier goes first, as in the per-step schedule.
-        """
-        if not self.ready:
+        """One classifier step or one agent step (learner/schedule.py picks which); None if idle."""
+        if not self.ready or self.core is None:
             return None
-        a = self.accounts
-        work: list[tuple[int, int, str]] = []
-        for d in DIRECTIONS:
-            if a.clf_credited[d] > self.classifiers[d].steps and self._classifier_ready(d):
-                work.append(((a.clf_credited[d] - self.classifiers[d].steps) * self.settings.clf_every(d), 1, d))
-            if a.credited[d] > self.agents[d].updates and self.buffers.online[d].num_transitions > 0:
-                work.append(((a.credited[d] - self.agents[d].updates) * len(DIRECTIONS), 0, d))
-        if not work:
+        done = self.core.train_once()
+        if done is None:
             return None
-        _, is_clf, d = max(work)
-        return self.classifier_step(d) if is_clf else self.agent_step(d)
-
-    def _classifier_ready(self, d: str) -> bool:
-        return len(self.buffers.positives[d]) > 0 and len(self.buffers.online[d]) > 0
-
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)
-
-    def classifier_step(self, d: str) -> dict[str, float]:
-        clf, online = self.classifiers[d], self.buffers.online[d]
-        n = self.settings.clf_batch_size
-        metrics = clf.evaluate_fresh(self._tensor(online.fresh_frames(clf.trained_until, n, self.rng)))
-        clf.trained_until = online.last_serial
-        pos = self.buffers.positives[d].sample(n, self.rng)
-        neg = online.sample_frames(n, self.rng)
-        metrics |= clf.train_step(self._tensor(pos), self._tensor(neg))
-        self._log(metrics)
-        return metrics
-
-    def agent_step(self, d: str) -> dict[str, float]:
-        agent, s = self.agents[d], self.settings
-        online, demo = self.buffers.online[d], self.buffers.demo[d]
-
-        def sample() -> TorchBatch:
-            batch, _ = sample_mixed(online, demo, s.batch_size, s.demo_rows, self.rng, self.batch)
-            return TorchBatch.from_numpy(batch, self.device)
-
-        def sample_demo() -> TorchBatch | None:
-            if demo.num_transitions == 0:
-                return None
-            return TorchBatch.from_numpy(demo.sample(s.bc_batch_size, self.rng, self.bc_batch), self.device)
-
-        t0 = time.perf_counter()
-        agent.env_step = self.router.env_steps
-        m = agent.update(sample, self.classifiers[d].reward, sample_demo)
-        metrics = {f"{d}/{k}": v for k, v in m.items()} | {f"{d}/update_s": time.perf_counter() - t0}
-        if agent.updates % s.push_every == 0:
-            self.push(d)
-        total = sum(a.updates for a in self.agents.values())
-        if total - self._last_save_updates >= s.save_every:
-            self.save()
+        work, metrics = done
+        if work.kind == "agent":
+            if self.agents[work.direction].updates % self.settings.push_every == 0:
+                self.push(work.direction)
+            if sum(a.updates for a in self.agents.values()) - self._last_save_updates >= self.settings.save_every:
+                self.save()
         self._log(metrics)
         return metrics
 
@@ -364,17 +251,8 @@ class Trainer:
         return self.run_dir / "state"
 
     def _state_parts(self) -> tuple[dict, dict, dict]:
-        modules: dict[str, torch.nn.Module] = {}
-        tensors: dict[str, torch.Tensor] = {}
-        optims: dict[str, torch.optim.Optimizer] = {}
-        for d, a in self.agents.items():
-            modules |= {f"{d}.{k}": m for k, m in a.modules().items()}
-            tensors[f"{d}.log_alpha"] = a.log_alpha
-            optims |= {f"{d}.{k}": o for k, o in a.optimizers().items()}
-        for d, c in self.classifiers.items():
-            modules[f"clf_{d}"] = c.net
-            optims[f"clf_{d}"] = c.opt
-        return modules, tensors, optims
+        assert self.core is not None
+        return self.core.state_parts()
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -425,7 +303,8 @@ class Trainer:
             a.critic_updates = int(counters["agents"][d]["critic_updates"])
         for d, c in self.classifiers.items():
             c.steps = int(counters["classifier_steps"][d])
-        self.accounts = Accounts(**counters["accounts"])
+        assert self.core is not None
+        self.core.accounts = Accounts(**counters["accounts"])
         if self.pusher is not None:
             self.pusher.version_base.update({d: int(v) for d, v in counters.get("version_base", {}).items()})
         self._last_save_updates = sum(a.updates for a in self.agents.values())

@@ -33,9 +33,10 @@ class NetworkSizes:
     num_critics: int
     encoder_channels: int = 32
     target_subset: int = 2  # REDQ: target heads drawn per critic update
+    critic_layers: int = 4  # hidden layers of each Q head (MEDALPP.md: 4)
 
     def __post_init__(self) -> None:
-        for name in ("hidden_dim", "feature_dim", "encoder_channels"):
+        for name in ("hidden_dim", "feature_dim", "encoder_channels", "critic_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"network {name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.target_subset <= self.num_critics:
@@ -49,6 +50,8 @@ class NetworkSizes:
             feature_dim=net.feature_dim or base.feature_dim,
             num_critics=net.num_critics or base.num_critics,
             encoder_channels=net.encoder_channels or base.encoder_channels,
+            target_subset=base.target_subset,
+            critic_layers=base.critic_layers,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -63,6 +66,10 @@ PRESETS: dict[str, NetworkSizes] = {
     "robot": NetworkSizes(hidden_dim=1024, feature_dim=256, num_critics=5),
     "sim": NetworkSizes(hidden_dim=256, feature_dim=50, num_critics=10),
     "tiny": NetworkSizes(hidden_dim=32, feature_dim=16, num_critics=2, encoder_channels=8),
+    # State-mode learning in sim (the original MEDAL setting): MEDAL's state agents were SAC-sized
+    # MLPs, and the sim column's N=10 × 4×256 critic made one agent step cost 0.2-0.3 s on one CPU
+    # core (FACTS.md). See bench/agent_step.py for the measured choice.
+    "state": NetworkSizes(hidden_dim=256, feature_dim=50, num_critics=2, critic_layers=2),
 }
 
 
@@ -222,16 +229,23 @@ class EnsembleLayerNorm(nn.Module):
 
 class Critic(nn.Module):
     """N heads, each Linear(repr, feature) → LayerNorm → Tanh → [concat proprio, action] →
-    4 hidden layers (ReLU) → 1. Returns Q as [N, B, 1]."""
+    `hidden_layers` hidden layers (ReLU) → 1. Returns Q as [N, B, 1]."""
 
     def __init__(
-        self, repr_dim: int, proprio_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, n: int
+        self,
+        repr_dim: int,
+        proprio_dim: int,
+        action_dim: int,
+        feature_dim: int,
+        hidden_dim: int,
+        n: int,
+        hidden_layers: int = 4,
     ) -> None:
         super().__init__()
         self.n = n
         self.trunk_linear = EnsembleLinear(n, repr_dim, feature_dim)
         self.trunk_norm = EnsembleLayerNorm(n, feature_dim)
-        dims = [feature_dim + proprio_dim + action_dim] + [hidden_dim] * 4 + [1]
+        dims = [feature_dim + proprio_dim + action_dim] + [hidden_dim] * hidden_layers + [1]
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
 
     def trunk(self, h: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """The reversible push task: push the cube from zone A (red) into zone B (green) — forward — and
 from B back into A — backward.
 
-Reset distributions: forward starts with the cube in A, backward with it in B, each jittered by up
-to `JITTER_M` in x and y and `JITTER_YAW` in yaw, the arm at home with the gripper open. Success:
+Reset distributions: forward starts with the cube in A, backward with it in B, each jittered
+uniformly by up to `sim.start_jitter_m` in x and y and `sim.start_jitter_yaw_deg` in yaw, the arm at
+home with the gripper open. Success:
 the cube's centre inside the target zone's patch (B forward, A backward).
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.model import CUBE_HALF, CUBE_JOINT, TABLE_X, TABLE_Y, ZONE_A, ZONE_B, Zone
-from spec.config import WorkspaceConfig
+from spec.config import SimConfig, WorkspaceConfig
 from spec.direction import check_direction
 from spec.step import GRIPPER_MAX_WIDTH
 
@@ -35,8 +36,6 @@ STATE_LAYOUT = (
     "cube_sin4yaw",
     "cube_cos4yaw",
 )
-JITTER_M = 0.02
-JITTER_YAW = math.radians(15)
 REACH_MARGIN_M = 0.05  # the cube is still reachable this far outside the workspace box (x, y)
 
 
@@ -49,8 +48,12 @@ def goal_zone(direction: str) -> Zone:
 
 
 class PushCubeTask:
-    def __init__(self, world: SimWorld, workspace: WorkspaceConfig) -> None:
+    def __init__(self, world: SimWorld, workspace: WorkspaceConfig, sim: SimConfig | None = None) -> None:
         self.world = world
+        # The world's config unless told otherwise (SimWorld builds its task from its own config).
+        sim = world.cfg.sim if sim is None else sim
+        self.jitter_m = float(sim.start_jitter_m)
+        self.jitter_yaw = math.radians(sim.start_jitter_yaw_deg)
         self.low = np.asarray(workspace.low, dtype=np.float64)
         self.high = np.asarray(workspace.high, dtype=np.float64)
         jnt = world.model.joint(CUBE_JOINT)
@@ -107,8 +110,8 @@ class PushCubeTask:
         """
         zone = start_zone(direction)
         rng = self.world.rng if rng is None else rng
-        dx, dy = rng.uniform(-JITTER_M, JITTER_M, size=2)
-        yaw = rng.uniform(-JITTER_YAW, JITTER_YAW)
+        dx, dy = rng.uniform(-self.jitter_m, self.jitter_m, size=2)
+        yaw = rng.uniform(-self.jitter_yaw, self.jitter_yaw)
         self.place_cube(np.array([zone.center[0] + dx, zone.center[1] + dy]), yaw)
 
     def place_cube(self, xy: np.ndarray, yaw: float = 0.0, arm_home: bool = True) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from replay.store import ReplayWriter, StoreMeta
 from spec.config import Config, parse_config
-from spec.step import ActionSpace
+from spec.step import ActionSpace, ObsSpec
 
 SIZE = 32
 STATE_DIM = 6
@@ -50,7 +50,8 @@ def store_meta(cfg: Config) -> StoreMeta:
     return StoreMeta(
         robot="test",
         rate_hz=10.0,
-        cameras=[{"name": c.name, "height": c.output.height, "width": c.output.width} for c in cfg.cameras],
+        # As the daemon writes it: the views of the config's observation spec (crop included).
+        cameras=[c.to_dict() for c in ObsSpec.from_config(cfg, "pixels", STATE_DIM).cameras],
         action_space=space.spec(),
         proprio_dim=space.proprio_dim,
         state_dim=STATE_DIM,

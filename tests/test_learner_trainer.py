@@ -224,6 +224,33 @@ def test_no_updates_before_the_seed_phase_ends(tmp_path):
     st.close()
 
 
+def test_agents_never_update_on_a_classifier_that_has_never_trained(tmp_path):
+    # A late start: practice data is in the store before any demo, so neither classifier has
+    # positives. The agents' steps stay owed (not trained on a random classifier's reward) until
+    # each reward classifier has had its first step.
+    cfg = tiny_config(tmp_path)
+    st = FakeStore(cfg)
+    for i in range(4):
+        st.episode("practice", "forward" if i % 2 == 0 else "backward", 25)
+    with trainer(cfg, transport=httpx.MockTransport(lambda r: httpx.Response(200))) as tr:
+        assert train_until_idle(tr) == 0
+        assert all(a.updates == 0 for a in tr.agents.values())
+        assert tr.owed()["agent/forward"] == 30 and tr.owed()["agent/backward"] == 50
+        clf_steps_at_update: list[int] = []
+        for d, a in tr.agents.items():
+            def spy(*args, _d=d, _update=a.update, **kw):
+                clf_steps_at_update.append(tr.classifiers[_d].steps)
+                return _update(*args, **kw)
+            a.update = spy
+        for _ in range(2):
+            st.episode("demo", "forward", 30, success=True)
+            st.episode("demo", "backward", 30, success=True)
+        train_until_idle(tr)
+        assert {d: a.updates for d, a in tr.agents.items()} == {"forward": 30, "backward": 50}
+        assert len(clf_steps_at_update) == 80 and min(clf_steps_at_update) >= 1
+    st.close()
+
+
 def test_backlog_is_capped_and_the_excess_dropped(tmp_path):
     # 0.05 x 200-step phases = 10 agent steps at most; BC weight 1 -> 0 over the first 200 env steps.
     cfg = tiny_config(tmp_path, max_updates_per_step=0.05, bc_forward=(1.0, 0.0, 0, 200))

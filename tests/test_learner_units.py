@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from learner.agent import Agent, TorchBatch
+from learner.agent import Agent, TorchBatch, executed_action
 from learner.augment import random_shift
 from learner.classifier import ClassifierLearner, classifier_reward, mixup
 from learner.settings import Settings, linear_schedule
@@ -181,8 +183,47 @@ def test_alpha_fixed_zero_or_learned():
     fwd = agent("forward", "sim")
     assert fwd.alpha == 0.0 and fwd.alpha_opt is None
     bwd = agent("backward", "sim")
-    assert bwd.alpha == 1.0 and bwd.target_entropy == 2.0  # +|A|/2
+    assert bwd.alpha == 1.0 and bwd.target_entropy == -2.0  # -|A|/2 (MEDALPP.md, as MEDAL's released agents)
     b = batch()
     bwd.update(lambda: b, lambda s: torch.zeros(len(s)), None)
     assert bwd.alpha != 1.0
     assert agent("backward", "robot").alpha == 0.0
+
+
+def test_q_only_ever_sees_the_executed_clipped_action():
+    # The daemon executes clip_action(a): translation norm-clipped to the unit ball. The critic is
+    # fitted on those stored actions, so a′ in the target and the actor's action must be clipped too.
+    a = agent(n=4)
+    with torch.no_grad():  # push every action corner-wards: |translation| ≈ √3 before the clip
+        last = a.actor.policy[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([5.0, 5.0, -5.0, 5.0, -5.0, -5.0, -5.0, -5.0]))
+    seen: list[torch.Tensor] = []
+
+    def grab(_module, args):
+        seen.append(args[0][..., -4:-1].detach().norm(dim=-1))  # the action's translation columns
+
+    hooks = [c.layers[0].register_forward_pre_hook(grab) for c in (a.critic, a.critic_target)]
+    b = batch()
+    b.action = executed_action(b.action)  # stored actions are the executed ones
+    a.settings = dataclasses.replace(a.settings, bc=(0.5, 0.5, 0, 0))  # actor loss has its RL term
+    a.update(lambda: b, lambda s: torch.zeros(len(s)), lambda: batch(4))
+    for h in hooks:
+        h.remove()
+    assert len(seen) >= 5  # 2 × (target + critic) + the actor's Q
+    assert max(float(n.max()) for n in seen) <= 1.0 + 1e-5
+    assert max(float(n.max()) for n in seen) > 0.99  # the clip scaled the corners onto the sphere
+
+
+def test_executed_action_matches_the_daemons_clip_and_passes_gradients():
+    from spec.config import ActionConfig, WorkspaceConfig
+    from spec.step import ActionSpace
+
+    space = ActionSpace(ActionConfig(), WorkspaceConfig())
+    g = torch.Generator().manual_seed(1)
+    raw = torch.rand(64, 4, generator=g) * 3 - 1.5
+    want = torch.tensor(np.stack([space.clip_action(r.numpy()) for r in raw]), dtype=torch.float32)
+    torch.testing.assert_close(executed_action(raw), want)
+    x = (torch.rand(16, 4, generator=g) * 1.8 - 0.9).requires_grad_()
+    executed_action(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad != 0).any()

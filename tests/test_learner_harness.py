@@ -1,0 +1,97 @@
+"""The synchronous sim harness: demo routing (goal positives are goal frames), the per-step schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from learner.harness import HarnessConfig, SimHarness
+from sim.model import CUBE_HALF
+from sim.task import goal_zone
+
+torch.set_num_threads(1)
+
+
+def harness(**kw) -> SimHarness:
+    base = dict(mode="state", env_steps=60, demos=2, eval_every=30, eval_episodes=1, eval_horizon=5,
+                phase_steps=10, home_every=0, seed_steps=20, preset="tiny", device="cpu")
+    return SimHarness(HarnessConfig(**(base | kw)))
+
+
+def cube_from_state(state: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Invert the task's state vector (STATE_LAYOUT) to the cube centre in metres."""
+    return (state[..., 4:7] + 1.0) / 2.0 * (high - low) + low
+
+
+def test_every_goal_positive_satisfies_the_tasks_success_test():
+    h = harness()
+    try:
+        demos = h.collect_demos()
+        pos = h.core.buffers.positives["forward"].frames
+        assert len(pos) == 21 * len(demos["forward"])
+        low, high = (np.asarray(v) for v in (h.cfg.workspace.low, h.cfg.workspace.high))
+        cube = cube_from_state(pos, low, high)
+        zone = goal_zone("forward")
+        # The task's success test (PushCubeTask.success): on the table and inside the goal zone.
+        assert all(abs(c[2] - CUBE_HALF) < 0.01 and zone.contains(c) for c in cube), cube
+        # The same frames, by the env's own success flag on each demo step's next state.
+        for demo, frames in zip(demos["forward"], np.split(pos, len(demos["forward"])), strict=True):
+            states = np.stack([t.obs["obs/state"] for t in demo] + [demo[-1].next_obs["obs/state"]])
+            np.testing.assert_array_equal(frames, states[-21:])
+            assert all(t.success for t in demo[-21:])  # frame k+1 is transition k's next state
+    finally:
+        h.close()
+
+
+def test_the_harness_runs_the_per_step_schedule():
+    h = harness(method="medalpp")
+    try:
+        res = h.run()
+    finally:
+        h.close()
+    s = h.settings
+    post_seed = 60 - s.seed_steps
+    ups = h.core.agent_updates()
+    # One agent step per post-seed env step, for the agent in control; 10-step phases alternate.
+    assert ups["forward"] + ups["backward"] == post_seed
+    assert {d: a.critic_updates for d, a in h.core.agents.items()} == {d: 2 * u for d, u in ups.items()}
+    clf = h.core.classifier_steps()
+    assert clf == {d: (60 - s.seed_steps) // s.clf_every(d) + 1 for d in ("forward", "backward")}
+    assert h.core.router.env_steps == 60 and h.core.router.demos_used == {"forward": 2, "backward": 2}
+    assert [p["env_steps"] for p in res["curve"]] == [0, 30, 60]
+    assert all(0.0 <= p["deployed_success"] <= 1.0 for p in res["curve"])
+
+
+@pytest.mark.parametrize("method", ["episodic", "naive", "fbrl", "bc"])
+def test_baselines_run(method):
+    h = harness(method=method, env_steps=40)
+    try:
+        res = h.run()
+    finally:
+        h.close()
+    if method == "episodic":
+        assert res["interventions"] == 4  # a reset after every 10-step episode
+    if method in ("episodic", "naive"):
+        assert set(h.core.agents) == {"forward"} and h.core.agent_updates()["forward"] == 20
+    if method == "fbrl":
+        assert len(h.core.buffers.positives["backward"]) == 2 * h.hc.initial_positives
+    if method == "bc":
+        assert h.core.agents["forward"].critic_updates == 0 and h.core.agents["forward"].updates == 40
+
+
+def test_practice_bookkeeping_with_the_scripted_expert_acting():
+    # With the expert in control every practice phase succeeds: forward from the start, backward from
+    # where forward left the cube, forward again from where backward left it. So the window's rates
+    # are 1 and the continuing reward (forward success per step) is positive.
+    h = harness(method="medalpp", env_steps=240, phase_steps=60, seed_steps=0, eval_every=240)
+    h.act = lambda d, obs, deterministic: h.env.expert_action()  # the env's direction is d's
+    try:
+        res = h.run()
+    finally:
+        h.close()
+    p = res["curve"][-1]
+    assert p["practice_forward_success"] == 1.0 and p["practice_backward_success"] == 1.0
+    assert p["forward_success_after_backward"] == 1.0
+    assert 0.0 < p["continuing_reward"] < 1.0 and p["interventions"] == 0
+    assert p["forward_start_cube_to_start_zone_m"] < 0.06  # backward pushed it back into zone A
