@@ -36,11 +36,14 @@ from learner.schedule import Accounts
 from learner.settings import Settings
 from learner.state import StateError, latest, load_state, save_state
 from learner.tail import StoreTail
+from replay.eval_results import success_by_version
 from replay.store import StoreError, StoreMeta
 from spec.config import Config
 from spec.step import ObsSpec
 
 log = logging.getLogger(__name__)
+
+EVAL_SCAN_S = 30.0  # how often to look for new eval verdicts in the store
 
 
 class LearnerError(RuntimeError):
@@ -87,6 +90,8 @@ class Trainer:
         self._transport = transport
         self._token = token or cfg.server.token
         self._tensorboard = tensorboard
+        self._last_eval_scan = -math.inf
+        self._eval_logged: dict[int, int] = {}  # version -> eval episodes logged
         self._backoff_cap = push_backoff_cap_s
         self.ready = False
         self.spec: ObsSpec | None = None
@@ -170,7 +175,26 @@ class Trainer:
             self.core.ingest(c)
             new += len(c)
         self.core.credit()
+        self._log_eval_success()
         return new
+
+    def _log_eval_success(self) -> None:
+        """Forward success per policy version, from the eval sessions the daemon stored (TensorBoard
+        `eval/forward_success` at step = version), logged when a version's verdicts change."""
+        reader = self.tail.reader
+        if self.writer is None or reader is None or time.monotonic() - self._last_eval_scan < EVAL_SCAN_S:
+            return
+        self._last_eval_scan = time.monotonic()
+        try:
+            rows = success_by_version(reader.episodes())
+        except (StoreError, OSError) as exc:
+            log.warning("reading eval episodes failed (%s)", exc)
+            return
+        for row in rows:
+            if self._eval_logged.get(row["version"]) != row["episodes"]:
+                self._eval_logged[row["version"]] = row["episodes"]
+                self.writer.add_scalar("eval/forward_success", row["success_rate"], row["version"])
+                self.writer.add_scalar("eval/forward_episodes", row["episodes"], row["version"])
 
     def owed(self) -> dict[str, int]:
         return self.core.owed() if self.ready and self.core else {}

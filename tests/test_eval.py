@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from replay.eval_results import success_by_version
 from replay.store import ReplayReader
 from robot_server.daemon import Daemon
-from robot_server.eval_results import success_by_version
 from robot_server.evaluation import EvalParams
 from robot_server.policy_slots import ActivePolicy
 from robot_server.tick import CommandError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -445,3 +446,30 @@ def test_a_state_that_does_not_fit_is_refused_and_left_alone(tmp_path):
             tr2.poll(force=True)
         assert not tr2.ready and tr2.save() is None
     assert latest(tmp_path / "run" / "state") == saved
+
+
+def test_eval_verdicts_in_the_store_reach_tensorboard_as_success_per_version(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path)
+    st = fill_store(cfg)
+    for version, verdicts in ((5, [True, False]), (9, [True, True])):
+        for ok in verdicts:
+            ep = st.writer.begin_episode("eval", "forward", {"policy_version": version})
+            st.append(ep, 3, version=version)
+            ep.close(success=ok)
+    st.close()
+    logged: list[tuple[str, float, int]] = []
+
+    class Writer:
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            logged.append((tag, value, step))
+
+        def close(self) -> None:
+            pass
+
+    with trainer(cfg) as tr:
+        tr.poll(force=True)
+        tr.writer = Writer()
+        tr._last_eval_scan = -math.inf
+        tr.poll(force=True)
+    assert ("eval/forward_success", 0.5, 5) in logged
+    assert ("eval/forward_success", 1.0, 9) in logged

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
+from replay.eval_results import success_by_version
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import command, daemon_of, jsonable, store_reader
 from robot_server.api.models import VerdictBody
-from robot_server.eval_results import success_by_version
 from robot_server.evaluation import EvalParams
 
 router = APIRouter(prefix="/evals", tags=["evals"])
