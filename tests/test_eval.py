@@ -5,10 +5,10 @@ the task judges, on the robot (here: the sim with its task taken away) the opera
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from inproc_daemon import sim_daemon, wait_until
 
 from replay.eval_results import success_by_version
 from replay.store import ReplayReader
@@ -16,33 +16,12 @@ from robot_server.daemon import Daemon
 from robot_server.evaluation import EvalParams
 from robot_server.policy_slots import ActivePolicy
 from robot_server.tick import CommandError
-from spec.config import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("eval")
-    cfg = load_config(ROOT / "spec" / "configs" / "sim.yaml", env={
-        "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
-        "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
-        "ROBOT__CONTROL__STATUS_LINE": "false",
-    })
-    d = Daemon(cfg)
-    d.start()
-    yield d
-    d.stop()
+    with sim_daemon(tmp_path_factory.mktemp("eval")) as d:
+        yield d
 
 
 class ExpertPolicy:

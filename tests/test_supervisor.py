@@ -6,43 +6,22 @@ only after their goal was held GOAL_HOLD_STEPS steps."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from inproc_daemon import sim_daemon, wait_until
 
 from replay.store import ReplayReader
 from robot_server.daemon import Daemon
 from robot_server.session import SessionParams
 from robot_server.tick import CommandError
-from spec.config import load_config
 from spec.goal import GOAL_HOLD_STEPS
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("supervisor")
-    cfg = load_config(ROOT / "spec" / "configs" / "sim.yaml", env={
-        "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
-        "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
-        "ROBOT__CONTROL__STATUS_LINE": "false",
-    })
-    d = Daemon(cfg)
-    d.start()
-    yield d
-    d.stop()
+    with sim_daemon(tmp_path_factory.mktemp("supervisor")) as d:
+        yield d
 
 
 def run_session(d: Daemon, timeout: float = 60.0, **params) -> dict:

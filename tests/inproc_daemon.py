@@ -1,0 +1,38 @@
+"""An in-process sim daemon for tests that drive the supervisor directly (no HTTP)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from robot_server.daemon import Daemon
+from spec.config import load_config
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} within {timeout} s")
+
+
+@contextmanager
+def sim_daemon(tmp: Path) -> Iterator[Daemon]:
+    """The packaged sim config with a private store and checkpoint dir, started and stopped."""
+    cfg = load_config("sim", env={
+        "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
+        "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
+        "ROBOT__CONTROL__STATUS_LINE": "false",
+    })
+    d = Daemon(cfg)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
