@@ -167,7 +167,7 @@ def _evaluate_between_practice(base: str, headers: dict, episodes: int, horizon:
         if r.status_code != 201:
             typer.echo(f"(eval not started: {r.status_code} {r.text})")
             return None
-        typer.echo(f"evaluating forward policy v{r.json().get('policy_version', '?')}: {episodes} episodes ...")
+        typer.echo(f"evaluating the forward policy: {episodes} episodes of at most {horizon} steps ...")
         deadline = time.monotonic() + episodes * (horizon / 10 + 30) + 60
         while httpx.get(f"{base}/evals/current", headers=headers, timeout=10).status_code == 200:
             if time.monotonic() > deadline:
