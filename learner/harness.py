@@ -102,6 +102,7 @@ class Window:
     # Where practice forward phases begin: the cube's distance (m) from the start and goal zone centres.
     forward_start_to_start_zone: list[float] = field(default_factory=list)
     forward_start_to_goal_zone: list[float] = field(default_factory=list)
+    forward_started_solved: int = 0  # the cube already sat in the goal when a forward phase began
     metrics: dict[str, list[float]] = field(default_factory=dict)
 
     def add_metrics(self, m: dict[str, float]) -> None:
@@ -318,6 +319,7 @@ class SimHarness:
         cube = self.env.task.cube_position()[:2]
         w.forward_start_to_start_zone.append(float(np.linalg.norm(cube - np.asarray(start_zone("forward").center))))
         w.forward_start_to_goal_zone.append(float(np.linalg.norm(cube - np.asarray(goal_zone("forward").center))))
+        w.forward_started_solved += self.env.task.success("forward")
 
     def _close_phase(self, w: Window, d: str, success: bool, started_after: str) -> None:
         if d == "forward":
@@ -361,6 +363,8 @@ class SimHarness:
             "practice_forward_success": ratio(w.forward_phase_successes, w.forward_phases),
             "forward_success_after_backward": ratio(w.forward_after_backward_successes, w.forward_after_backward),
             "practice_backward_success": ratio(w.backward_phase_successes, w.backward_phases),
+            # A forward phase that starts solved "succeeds" without acting: read the rates above with this.
+            "forward_started_solved": ratio(w.forward_started_solved, len(w.forward_start_to_goal_zone)),
             "forward_start_cube_to_start_zone_m": float(np.mean(w.forward_start_to_start_zone))
             if w.forward_start_to_start_zone else math.nan,
             "forward_start_cube_to_goal_zone_m": float(np.mean(w.forward_start_to_goal_zone))
