@@ -124,8 +124,10 @@ def summarise(results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
             if m != method or not r["curve"]:
                 continue
             c = r["curve"]
-            if r.get("partial"):  # cut short (e.g. the session ended): say how far it got
-                partial.append({"seed": _seed, "env_steps": c[-1]["env_steps"], "updates": c[-1].get("updates")})
+            if r.get("partial"):  # cut short (e.g. the session ended): listed, kept out of the means
+                partial.append({"seed": _seed, "env_steps": c[-1]["env_steps"], "updates": c[-1].get("updates"),
+                                "deployed_success": [p["deployed_success"] for p in c]})
+                continue
             finals.append(c[-1]["deployed_success"])
             bests.append(max(p["deployed_success"] for p in c))
             interventions.append(c[-1].get("interventions", 0))
