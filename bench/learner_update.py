@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from stopwatch import timed
 from torch import nn
 
 from learner.agent import Agent, TorchBatch
@@ -106,17 +107,6 @@ class DrQv2:
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
-
-
-def timed(fn, iters: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def time_act(checkpoint: Path, iters: int) -> list[float]:

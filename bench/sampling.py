@@ -30,12 +30,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from stopwatch import timed
 
 from learner.agent import TorchBatch
 from learner.augment import random_shift
@@ -64,17 +63,6 @@ def chunk(spec: ObsSpec, n: int, rng: np.random.Generator) -> dict[str, np.ndarr
                    "action": rng.uniform(-1, 1, (n, ADIM)).astype(np.float32)}
 
 
-def timed(fn: Callable[[], object], iters: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def ms(samples: list[float], scale: float = 1e3) -> dict[str, float]:
     return {"median": statistics.median(samples) * scale, "min": min(samples) * scale}
 
@@ -92,7 +80,7 @@ def bench_views(size: int, iters: int, rng: np.random.Generator) -> dict:
         online.append(written[0], 0, main, proprio, data["action"])
         written[0] += 1
 
-    ingest_s = timed(ingest, max(iters // 3, 10))  # 10 chunks fill the 2000-step ring; later ones wrap
+    ingest_s = timed(ingest, max(iters // 3, 10), warmup=2)  # 10 chunks fill the 2000-step ring; later ones wrap
     for seg in range(5):
         data = chunk(spec, 100, rng)
         main, proprio = policy_input(data, spec)
