@@ -154,9 +154,10 @@ class SimConfig(Strict):
 
 
 class NetworkConfig(Strict):
-    """Sizes follow MEDALPP.md: `robot` (1024/256, N=5) and `sim` (256/50, N=10); `tiny` is for CI."""
+    """Sizes follow MEDALPP.md: `robot` (1024/256, N=5) and `sim` (256/50, N=10); `state` is the lean
+    state-mode preset of `bench/learning.py` (N=2, 2x256 critic); `tiny` is for CI."""
 
-    preset: Literal["robot", "sim", "tiny"] = "robot"
+    preset: Literal["robot", "sim", "state", "tiny"] = "robot"
     hidden_dim: int | None = Field(None, ge=1)
     feature_dim: int | None = Field(None, ge=1)
     num_critics: int | None = Field(None, ge=2)
