@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from spec.config import Config, ConfigError, load_config, resolve_config_path
+from spec.config import Config, ConfigError, is_loopback, load_config, resolve_config_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="The Franka practice robot server.")
 from calibration.cli import app as calibrate_app  # noqa: E402 (sub-app mounted after `app`)
@@ -103,8 +103,13 @@ def _make_server(daemon):
     from robot_server.api.app import create_app
 
     cfg = daemon.cfg
+    server = cfg.server
+    if not server.reads_need_token:
+        where = "on loopback" if is_loopback(server.host) else f"on {server.host}, as server.read_access says"
+        log.log(logging.INFO if is_loopback(server.host) else logging.WARNING,
+                "reads (status, cameras, episodes, telemetry) are open without the token %s", where)
     ucfg = uvicorn.Config(
-        create_app(daemon), host=cfg.server.host, port=cfg.server.port, log_level="warning", lifespan="on"
+        create_app(daemon), host=server.host, port=server.port, log_level="warning", lifespan="on"
     )
     return uvicorn.Server(ucfg)
 

@@ -17,11 +17,12 @@ import uuid
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from arm.base import ArmMode, ArmState
 from robot_server.events import Event
 from robot_server.help import HelpSource
+from robot_server.json_body import JsonBody
 from robot_server.modes import Stage
 from robot_server.observation import Observation
 from robot_server.policy_slots import ActivePolicy
@@ -32,10 +33,9 @@ from robot_server.tick import CommandError, Decision, ModeContext
 log = logging.getLogger(__name__)
 
 
-class EvalParams(BaseModel):
+class EvalParams(JsonBody):
     """What an operator starts an eval session with (defaults: session.eval_episodes/eval_horizon)."""
 
-    model_config = ConfigDict(extra="forbid")
     episodes: int | None = Field(None, ge=1, le=1000, description="K: episodes to run")
     horizon: int | None = Field(None, ge=1, le=100_000, description="steps per episode at most")
 

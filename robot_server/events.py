@@ -52,6 +52,8 @@ DURABLE = frozenset(
         Event.ESTOP_RELEASED,
     }
 )
+# The same kinds as a type of their own: what the API accepts as a filter of the stored log.
+DurableEvent = StrEnum("DurableEvent", [(e.name, e.value) for e in Event if e in DURABLE])
 
 
 class EventLog:

@@ -14,17 +14,17 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from robot_server.json_body import JsonBody
 from spec.direction import Direction
 
 PolicySource = Literal["learned", "random", "hold"]
 
 
-class SessionParams(BaseModel):
+class SessionParams(JsonBody):
     """What an operator (or `robot-server run --policy`) starts a session with."""
 
-    model_config = ConfigDict(extra="forbid")
     policy: PolicySource = Field("learned", description="learned: the pushed policies (random until one arrives)")
     phase_steps: int | None = Field(None, ge=1, le=100_000, description="default: session.phase_steps")
     home_every: int | None = Field(None, ge=0, le=1_000_000, description="default: session.home_every")

@@ -7,6 +7,7 @@ A bad value fails at start with a message that names the field, e.g. ``arm.host:
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,13 +104,48 @@ class SessionConfig(Strict):
     eval_horizon: int = Field(200, ge=1, le=100_000, description="steps per eval episode (default)")
 
 
+def is_loopback(host: str) -> bool:
+    """True if `host` (an address or a name) is reachable from this machine only."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # any other name may resolve beyond this machine
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return addr.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+ReadAccess = Literal["auto", "token", "open"]
+
+
 class ServerConfig(Strict):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1, description="the address the API binds to")
     port: int = Field(8000, ge=0, le=65535)
     token: str = Field("change-me", min_length=8)
-    protect_reads: bool = False
+    read_access: ReadAccess = Field(
+        "auto",
+        description="who may read (status, episodes, cameras, telemetry, metrics): auto = anyone on a "
+        "loopback host, only holders of the token on any other bind; token = always the token; "
+        "open = anyone, also on a LAN bind (an explicit choice: the cameras show the lab)",
+    )
     checkpoint_dir: Path = Path("data/policies")
     max_checkpoint_mb: float = Field(512.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # protect_reads (a bool, reads open by default everywhere) became read_access.
+        if isinstance(data, dict) and "protect_reads" in data:
+            raise ValueError("protect_reads was replaced by read_access: auto (default), token or open")
+        return data
+
+    @property
+    def reads_need_token(self) -> bool:
+        """Reads stay open on loopback only, unless the config says otherwise."""
+        if self.read_access == "auto":
+            return not is_loopback(self.host)
+        return self.read_access == "token"
 
 
 class SpaceMouseConfig(Strict):

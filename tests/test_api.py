@@ -125,6 +125,22 @@ def test_mjpeg_stream_with_max_frames_ends(api: httpx.Client) -> None:
     assert r.content.count(b"--frame\r\nContent-Type: image/jpeg") == 2
 
 
+def test_reads_are_open_on_loopback_writes_are_not(daemon: DaemonProc) -> None:
+    # The daemon binds 127.0.0.1 with the default server.read_access (auto).
+    with daemon.client(token="") as anon:
+        for path in ("/status", "/cameras", "/episodes", "/policies", "/metrics", "/cameras/wrist/snapshot",
+                     "/cameras/wrist/stream?max_frames=1"):
+            assert anon.get(path).status_code == 200, path
+        assert anon.post("/estop").status_code == 401
+        doc = anon.get("/openapi.json").json()
+    # The document says so: no token on reads, the token (and its 401/403) on writes.
+    assert "security" not in doc["paths"]["/status"]["get"] and "401" not in doc["paths"]["/status"]["get"]["responses"]
+    assert "security" not in doc["paths"]["/cameras/{name}/stream"]["get"]
+    assert doc["paths"]["/estop"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert {"401", "403"} <= set(doc["paths"]["/estop"]["post"]["responses"])
+    assert set(doc["components"]["securitySchemes"]) == {"HTTPBearer"}
+
+
 def test_unknown_camera_is_404_naming_the_cameras(api: httpx.Client) -> None:
     for path in ("/cameras/nope/snapshot", "/cameras/nope/stream?max_frames=1"):
         r = api.get(path)

@@ -74,7 +74,7 @@ def test_calibration_against_a_running_daemon(tmp_path: Path) -> None:
 
         # Crop: a bad one refused naming the value, a good one saved.
         r = c.put("/calibration/crop/wrist", json={"x": 20, "y": 0, "w": 80, "h": 80})
-        assert r.status_code == 422 and r.json()["detail"].startswith("cameras.wrist.crop.w:")
+        assert r.status_code == 409 and r.json()["detail"].startswith("cameras.wrist.crop.w:")
         r = c.put("/calibration/crop/wrist", json={"x": 4, "y": 4, "w": 88, "h": 88})
         assert r.status_code == 200, r.text
 

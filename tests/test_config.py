@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spec.config import ConfigError, load_config, parse_config
+from spec.config import ConfigError, ServerConfig, is_loopback, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,7 @@ def test_env_override_sets_nested_field_and_named_camera():
          "cameras.0"),
         ({"server": {"tokn": "abcdefgh"}}, "server.tokn"),
         ({"arm": {"home_joints": [0, 0]}}, "arm.home_joints"),
+        ({"server": {"read_access": "lan"}}, "server.read_access"),
     ],
 )
 def test_bad_value_names_the_field(tree, field):
@@ -57,3 +58,28 @@ def test_bad_env_override_names_the_variable():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.1.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("::", False), ("192.168.1.20", False),
+     ("robot.local", False), ("", False)],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_reads_need_the_token_beyond_loopback_unless_opened() -> None:
+    assert not ServerConfig().reads_need_token  # the default bind is 127.0.0.1
+    assert ServerConfig(host="0.0.0.0").reads_need_token
+    assert ServerConfig(host="10.0.0.5", read_access="auto").reads_need_token
+    assert not ServerConfig(host="0.0.0.0", read_access="open").reads_need_token  # the operator's choice
+    assert ServerConfig(host="127.0.0.1", read_access="token").reads_need_token
+    cfg = load_config(ROOT / "spec" / "configs" / "sim.yaml", env={"ROBOT__SERVER__HOST": "0.0.0.0"})
+    assert cfg.server.read_access == "auto" and cfg.server.reads_need_token
+
+
+def test_the_old_protect_reads_option_says_what_replaced_it() -> None:
+    with pytest.raises(ConfigError, match="read_access"):
+        parse_config({"server": {"protect_reads": True}}, "test.yaml", env={})

@@ -39,7 +39,10 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    with running_daemon(tmp_path_factory.mktemp("page-daemon")) as d:
+    # Reads need the token, as on any bind beyond loopback: the page must send it on every read,
+    # the <img> MJPEG streams included. (On loopback reads are open and it needs nothing more.)
+    overrides = {"server": {"read_access": "token"}}
+    with running_daemon(tmp_path_factory.mktemp("page-daemon"), overrides=overrides) as d:
         yield d
 
 
@@ -89,7 +92,10 @@ def _number(page, selector: str) -> float:
 
 
 def test_operator_page_drives_the_robot(page, daemon: DaemonProc, api: httpx.Client) -> None:
-    # The token is kept in localStorage and sent with every POST.
+    # Without the token the page can read nothing, and says why.
+    page.wait_for_function("document.getElementById('cameras').textContent.includes('missing bearer token')",
+                           timeout=WAIT_MS)
+    # The token is kept in localStorage and sent with every request.
     page.fill("#token", daemon.token)
     page.click("#save-token")
     assert page.evaluate("localStorage.getItem('robot-server-token')") == daemon.token
@@ -103,6 +109,11 @@ def test_operator_page_drives_the_robot(page, daemon: DaemonProc, api: httpx.Cli
     )
     sizes = page.evaluate("[...document.querySelectorAll('#cameras img')].map(i => [i.naturalWidth, i.naturalHeight])")
     assert sorted(sizes) == [[64, 64], [64, 64]]  # the cropped (policy) views of configs/sim.yaml
+    # Live MJPEG streams with the token in their URL, not the snapshot fallback.
+    captions = page.evaluate("[...document.querySelectorAll('#cameras figcaption')].map(c => c.textContent)")
+    assert all(c.endswith("live stream") for c in captions), captions
+    srcs = page.evaluate("[...document.querySelectorAll('#cameras img')].map(i => i.src)")
+    assert all("/stream?" in s and f"token={daemon.token}" in s for s in srcs), srcs
     page.check("input[name=view][value=full]")
     page.wait_for_function(
         """() => [...document.querySelectorAll('#cameras img')].every(i => i.naturalWidth > 64)""",

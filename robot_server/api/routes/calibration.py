@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from calibration.config_file import (
     TAKES_EFFECT,
@@ -30,31 +30,47 @@ from calibration.samples import load_samples, save_sample
 from calibration.workspace import PointLog, home_edits, inside, propose_box, workspace_edits
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable
+from robot_server.api.models import (
+    ArmPose,
+    CalibrationOverview,
+    Cleared,
+    CropSaved,
+    HandeyeSamples,
+    HandeyeSampleSaved,
+    HomeSaved,
+    PointMarked,
+    WorkspaceProposal,
+    WorkspaceSaved,
+    problem,
+)
+from robot_server.json_body import JsonBody
 from spec.clock import now
 
 router = APIRouter(prefix="/calibration", tags=["calibration"])
 _STATE_LOCK = threading.Lock()
 CAMERA_NAME = r"^[a-z][a-z0-9_]{0,31}$"  # as spec.camera_config.CameraConfig.name (also a directory name)
 MAX_FRAME_AGE_S = 1.0  # a hand-eye sample needs a live frame, not one from before the arm moved
+NO_ARM_STATE = problem("no arm state yet: is the control loop running?")
+# Refusals that depend on what the server holds (marked points, the arm's pose, the camera's
+# configured frame, the config file), never on the request alone: a conflict, not a 422.
+REFUSED = problem("the marked points, the arm's state, the camera's frame or the config file do not allow it")
+SAVE_REFUSED = {409: REFUSED, 500: problem("the config file could not be written")}
 
 
-class WorkspaceSave(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WorkspaceSave(JsonBody):
     margin_m: float = Field(0.0, ge=0, le=0.25, description="grow the points' bounding box by this much")
 
 
-class CropBody(BaseModel):
+class CropBody(JsonBody):
     """A rectangle in the camera's full-resolution pixels."""
 
-    model_config = ConfigDict(extra="forbid")
     x: int = Field(..., ge=0)
     y: int = Field(..., ge=0)
     w: int = Field(..., gt=0)
     h: int = Field(..., gt=0)
 
 
-class SampleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SampleBody(JsonBody):
     camera: str = Field(..., pattern=CAMERA_NAME)
 
 
@@ -78,7 +94,7 @@ def _config_path(request: Request) -> Path:
 
 
 def _refused(exc: ConfigEditError) -> HTTPException:
-    return HTTPException(422, f"{exc.field}: {exc.message}")
+    return HTTPException(status.HTTP_409_CONFLICT, f"{exc.field}: {exc.message}")
 
 
 def _save(request: Request, edits: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +139,7 @@ def _handeye_dir(request: Request, camera: str) -> Path:
 
 # --- overview ----------------------------------------------------------------------------------
 @router.get("", dependencies=[Depends(read_access)])
-def overview(request: Request) -> dict:
+def overview(request: Request) -> CalibrationOverview:
     """Settings in effect (running) and as saved in the config file (used from the next start)."""
     d = daemon_of(request)
     saved = _saved_document(request) or {}
@@ -141,7 +157,7 @@ def overview(request: Request) -> dict:
             "extrinsics": None if c.extrinsics is None else c.extrinsics.model_dump(),
             "handeye_samples": _count_samples(_handeye_dir(request, c.name)),
         })
-    return jsonable({
+    return CalibrationOverview.model_validate(jsonable({
         "config_path": None if d.config_path is None else str(d.config_path),
         "workspace": d.cfg.workspace.model_dump(),
         "workspace_saved": saved.get("workspace"),
@@ -150,7 +166,7 @@ def overview(request: Request) -> dict:
         "cameras": cams,
         "points": _points(request).listing(),
         "note": "saved values take effect at the next daemon start",
-    })
+    }))
 
 
 def _count_samples(d: Path) -> int:
@@ -160,34 +176,34 @@ def _count_samples(d: Path) -> int:
         return 0
 
 
-@router.get("/arm", dependencies=[Depends(read_access)])
-def arm_pose(request: Request) -> dict:
+@router.get("/arm", dependencies=[Depends(read_access)], responses={409: NO_ARM_STATE})
+def arm_pose(request: Request) -> ArmPose:
     """The arm's current end-effector pose and joints (what a point, a home pose or a sample records)."""
     s = _arm_state(request)
-    return jsonable({
+    return ArmPose.model_validate(jsonable({
         "mode": s.mode.value,
         "position": [float(v) for v in s.position],
         "quaternion": [float(v) for v in s.quaternion],
         "yaw": float(s.yaw),
         "joints": [float(v) for v in s.joints],
         "timestamp": s.timestamp,
-    })
+    }))
 
 
 # --- workspace box -----------------------------------------------------------------------------
-@router.post("/workspace/points", dependencies=[Depends(require_token)])
-def mark_point(request: Request) -> dict:
+@router.post("/workspace/points", dependencies=[Depends(require_token)], responses={409: REFUSED})
+def mark_point(request: Request) -> PointMarked:
     """Record the end-effector's current position (jog the arm there first) as a corner point."""
     arm = _arm_snapshot(request)
     try:
         entry = _points(request).add(arm["position"])
     except ConfigEditError as exc:
         raise _refused(exc) from None
-    return {"point": entry, "count": len(_points(request).positions())}
+    return PointMarked.model_validate(jsonable({"point": entry, "count": len(_points(request).positions())}))
 
 
 @router.get("/workspace", dependencies=[Depends(read_access)])
-def workspace(request: Request, margin: float = Query(0.0, ge=0, le=0.25, description="m")) -> dict:
+def workspace(request: Request, margin: float = Query(0.0, ge=0, le=0.25, description="m")) -> WorkspaceProposal:
     """The marked points and the box they propose (min/max plus `margin`), or why there is none."""
     d = daemon_of(request)
     pts = _points(request).positions()
@@ -196,17 +212,18 @@ def workspace(request: Request, margin: float = Query(0.0, ge=0, le=0.25, descri
         box = propose_box(pts, margin).as_dict()
     except ConfigEditError as exc:
         problem = f"{exc.field}: {exc.message}"
-    return {"points": _points(request).listing(), "margin_m": margin, "box": box, "problem": problem,
-            "current": d.cfg.workspace.model_dump()}
+    return WorkspaceProposal.model_validate(jsonable({
+        "points": _points(request).listing(), "margin_m": margin, "box": box, "problem": problem,
+        "current": d.cfg.workspace.model_dump()}))
 
 
 @router.delete("/workspace/points", dependencies=[Depends(require_token)])
-def clear_points(request: Request) -> dict:
-    return {"cleared": _points(request).clear()}
+def clear_points(request: Request) -> Cleared:
+    return Cleared(cleared=_points(request).clear())
 
 
-@router.post("/workspace/save", dependencies=[Depends(require_token)])
-def save_workspace(request: Request, body: WorkspaceSave | None = None) -> dict:
+@router.post("/workspace/save", dependencies=[Depends(require_token)], responses=SAVE_REFUSED)
+def save_workspace(request: Request, body: WorkspaceSave | None = None) -> WorkspaceSaved:
     """Write the proposed box as `workspace.low/high` into the config file."""
     margin = body.margin_m if body else 0.0
     try:
@@ -215,12 +232,12 @@ def save_workspace(request: Request, body: WorkspaceSave | None = None) -> dict:
         raise _refused(exc) from None
     out = _save(request, workspace_edits(box))
     out["box"] = box.as_dict()
-    return out
+    return WorkspaceSaved.model_validate(jsonable(out))
 
 
 # --- home pose ---------------------------------------------------------------------------------
-@router.post("/home/save", dependencies=[Depends(require_token)])
-def save_home(request: Request) -> dict:
+@router.post("/home/save", dependencies=[Depends(require_token)], responses=SAVE_REFUSED)
+def save_home(request: Request) -> HomeSaved:
     """Write the arm's current joint positions as `arm.home_joints`."""
     s = _arm_state(request)
     try:
@@ -236,13 +253,15 @@ def save_home(request: Request) -> dict:
             f"the home pose's end-effector {pos} is outside the workspace box {ws.low}..{ws.high}: "
             "the first action after homing will jump to the box"
         )
-    return out
+    return HomeSaved.model_validate(jsonable(out))
 
 
 # --- crop --------------------------------------------------------------------------------------
-@router.put("/crop/{camera}", dependencies=[Depends(require_token)])
-def save_crop(request: Request, camera: str, body: CropBody) -> dict:
-    """Save `cameras[camera].crop` (full-resolution pixels) into the config file."""
+@router.put("/crop/{camera}", dependencies=[Depends(require_token)],
+            responses={404: problem("no camera of this name"), **SAVE_REFUSED})
+def save_crop(request: Request, camera: str, body: CropBody) -> CropSaved:
+    """Save `cameras[camera].crop` (full-resolution pixels) into the config file; 409 if the
+    rectangle does not fit the camera's configured full frame."""
     d = daemon_of(request)
     try:
         cam = d.cfg.camera(camera)
@@ -257,12 +276,17 @@ def save_crop(request: Request, camera: str, body: CropBody) -> dict:
     out = _save(request, crop_edits(cam, crop))
     out["crop"] = crop.model_dump()
     out["warning"] = aspect_note(cam, crop)
-    return out
+    return CropSaved.model_validate(jsonable(out))
 
 
 # --- hand-eye samples --------------------------------------------------------------------------
-@router.post("/handeye/samples", dependencies=[Depends(require_token)])
-def add_handeye_sample(request: Request, body: SampleBody) -> dict:
+@router.post(
+    "/handeye/samples",
+    dependencies=[Depends(require_token)],
+    responses={404: problem("no camera of this name"), 409: NO_ARM_STATE,
+               500: problem("the sample could not be written"), 503: problem("the camera has no fresh frame")},
+)
+def add_handeye_sample(request: Request, body: SampleBody) -> HandeyeSampleSaved:
     """Save the camera's current full-resolution frame with the arm's pose (hold the arm still)."""
     d = daemon_of(request)
     cam = d.cameras.get(body.camera)
@@ -293,7 +317,7 @@ def add_handeye_sample(request: Request, body: SampleBody) -> dict:
         sample = save_sample(directory, frame.image, pos, quat, meta, intrinsics=intr)
     except OSError as exc:
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"cannot write to {directory}: {exc}") from None
-    return jsonable({
+    return HandeyeSampleSaved.model_validate(jsonable({
         "sample": sample.index,
         "image": str(sample.image_path),
         "directory": str(directory),
@@ -301,16 +325,18 @@ def add_handeye_sample(request: Request, body: SampleBody) -> dict:
         "position": pos,
         "quaternion": quat,
         "intrinsics": None if intr is None else intr.as_dict(),
-    })
+    }))
 
 
-@router.get("/handeye/samples", dependencies=[Depends(read_access)])
-def list_handeye_samples(request: Request, camera: str = Query(..., pattern=CAMERA_NAME)) -> dict:
+@router.get("/handeye/samples", dependencies=[Depends(read_access)],
+            responses={500: problem("the samples on disk are inconsistent")})
+def list_handeye_samples(request: Request, camera: str = Query(..., pattern=CAMERA_NAME)) -> HandeyeSamples:
     directory = _handeye_dir(request, camera)
     try:
         samples = load_samples(directory) if directory.is_dir() else []
     except ValueError as exc:
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(exc)) from None
-    return {"directory": str(directory), "count": len(samples),
-            "samples": [{"index": s.index, "position": s.position, "quaternion": s.quaternion} for s in samples]}
+    return HandeyeSamples.model_validate(jsonable({
+        "directory": str(directory), "count": len(samples),
+        "samples": [{"index": s.index, "position": s.position, "quaternion": s.quaternion} for s in samples]}))
 

@@ -11,11 +11,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.responses import StreamingResponse
 
 from camera.crop import view_of
-from robot_server.api.auth import read_access
+from robot_server.api.auth import read_access, stream_access
 from robot_server.api.deps import daemon_of, jsonable
+from robot_server.api.models import CameraList, problem
 
-router = APIRouter(prefix="/cameras", tags=["cameras"], dependencies=[Depends(read_access)])
+router = APIRouter(prefix="/cameras", tags=["cameras"])
 View = Literal["full", "cropped"]
+NO_CAMERA = problem("no camera of this name")
+BOUNDARY = "frame"
 
 
 def _camera(request: Request, name: str):
@@ -34,10 +37,10 @@ def _jpeg(frame_image: np.ndarray, cfg, view: View, quality: int = 80) -> bytes:
     return buf.tobytes()
 
 
-@router.get("")
-async def list_cameras(request: Request) -> dict:
+@router.get("", dependencies=[Depends(read_access)])
+async def list_cameras(request: Request) -> CameraList:
     d = daemon_of(request)
-    return jsonable(
+    return CameraList.model_validate(jsonable(
         {
             "cameras": [
                 {**c.model_dump(mode="json"), "stats": d.cameras[c.name].stats.as_dict()}
@@ -45,10 +48,20 @@ async def list_cameras(request: Request) -> dict:
                 if c.name in d.cameras
             ]
         }
-    )
+    ))
 
 
-@router.get("/{name}/snapshot", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+@router.get(
+    "/{name}/snapshot",
+    response_class=Response,
+    dependencies=[Depends(read_access)],
+    responses={
+        200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+              "description": "the newest frame as a JPEG"},
+        404: NO_CAMERA,
+        503: problem("the camera has no frame yet"),
+    },
+)
 async def snapshot(request: Request, name: str, view: View = "cropped") -> Response:
     cam, cfg = _camera(request, name)
     frame = cam.read()
@@ -57,12 +70,24 @@ async def snapshot(request: Request, name: str, view: View = "cropped") -> Respo
     return Response(_jpeg(frame.image, cfg, view), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/{name}/stream", responses={200: {"content": {"multipart/x-mixed-replace": {}}}})
+@router.get(
+    "/{name}/stream",
+    response_class=StreamingResponse,
+    dependencies=[Depends(stream_access)],
+    responses={
+        200: {"content": {"multipart/x-mixed-replace": {"schema": {"type": "string"}}},
+              "description": f"MJPEG: JPEG frames, one per part (boundary={BOUNDARY}), until the client "
+              "leaves or `max_frames` were sent"},
+        404: NO_CAMERA,
+    },
+)
 async def stream(
     request: Request,
     name: str,
     view: View = "cropped",
-    fps: float = Query(10.0, gt=0, le=30),
+    # At least 1 fps: the stream sleeps 1/fps between frames, and a client that leaves is noticed
+    # only between two of them.
+    fps: float = Query(10.0, ge=1, le=30),
     max_frames: int | None = Query(None, ge=1, le=1_000_000, description="end the stream after N frames"),
 ) -> StreamingResponse:
     cam, cfg = _camera(request, name)
@@ -76,8 +101,11 @@ async def stream(
             if frame is not None and frame.index != last_index:
                 last_index = frame.index
                 jpg = _jpeg(frame.image, cfg, view)
-                yield b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpg), jpg)
+                yield b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (
+                    BOUNDARY.encode(), len(jpg), jpg)
                 sent += 1
+                if max_frames is not None and sent >= max_frames:
+                    return  # no wait after the last frame
             await asyncio.sleep(1.0 / fps)
 
-    return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame")
+    return StreamingResponse(frames(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 
 from robot_server.api.auth import read_access
 from robot_server.api.deps import jsonable, store_reader
+from robot_server.api.models import EpisodeDetail, EpisodeList, problem
 from spec.direction import Direction
 
 router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(read_access)])
@@ -38,7 +39,7 @@ async def list_episodes(
     include_open: bool = False,
     limit: int = Query(100, ge=1, le=5000),
     offset: int = Query(0, ge=0),
-) -> dict:
+) -> EpisodeList:
     eps = store_reader(request).episodes(include_open=include_open)
     eps = [e for e in eps if (kind is None or e.kind == kind) and (direction is None or e.direction == direction)]
     totals: dict[str, int] = {}
@@ -46,13 +47,13 @@ async def list_episodes(
         key = f"{e.kind}/{e.direction}"
         totals[key] = totals.get(key, 0) + 1
     page = eps[::-1][offset : offset + limit]  # newest first
-    return jsonable({"total": len(eps), "by_kind": totals, "episodes": [_info(e) for e in page]})
+    return EpisodeList.model_validate(jsonable({"total": len(eps), "by_kind": totals, "episodes": [_info(e) for e in page]}))
 
 
-@router.get("/{episode_id}")
+@router.get("/{episode_id}", responses={404: problem("no episode with this id")})
 async def episode_detail(
     request: Request, episode_id: str = Path(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-) -> dict:
+) -> EpisodeDetail:
     reader = store_reader(request)
     match = [e for e in reader.episodes(include_open=True) if e.id == episode_id]
     if not match:
@@ -70,4 +71,4 @@ async def episode_detail(
             policy_versions=[int(v) for v in versions],
         )
     detail["attrs"] = e.attrs
-    return jsonable(detail)
+    return EpisodeDetail.model_validate(jsonable(detail))

@@ -8,58 +8,69 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from replay.eval_results import success_by_version
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import command, daemon_of, jsonable, store_reader
-from robot_server.api.models import VerdictBody
+from robot_server.api.models import (
+    COMMAND_REFUSED,
+    EvalResults,
+    EvalSummary,
+    StageReply,
+    VerdictBody,
+    problem,
+)
 from robot_server.evaluation import EvalParams
+from robot_server.modes import Stage
 
 router = APIRouter(prefix="/evals", tags=["evals"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)])
-async def start_eval(request: Request, params: EvalParams) -> dict:
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_token)],
+             responses=COMMAND_REFUSED)
+async def start_eval(request: Request, params: EvalParams) -> EvalSummary:
     """Start an eval session of `episodes` episodes of at most `horizon` steps each; 409 if the
     daemon is busy or no forward policy has been pushed."""
-    return jsonable(await command(request, lambda s: s.start_eval(params)))
+    return EvalSummary.model_validate(jsonable(await command(request, lambda s: s.start_eval(params))))
 
 
-@router.get("/current", dependencies=[Depends(read_access)])
-async def current_eval(request: Request) -> dict:
+@router.get("/current", dependencies=[Depends(read_access)], responses={404: problem("no eval session is running")})
+async def current_eval(request: Request) -> EvalSummary:
     st = daemon_of(request).status()
     if not st.get("eval"):
         last = daemon_of(request).supervisor.last_eval
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no eval session is running"
                             + (f"; the last one ended: {last['end_reason']}" if last else ""))
-    return jsonable(st["eval"])
+    return EvalSummary.model_validate(jsonable(st["eval"]))
 
 
-@router.get("/last", dependencies=[Depends(read_access)])
-async def last_eval(request: Request) -> dict:
+@router.get("/last", dependencies=[Depends(read_access)], responses={404: problem("no eval session has ended yet")})
+async def last_eval(request: Request) -> EvalSummary:
     last = daemon_of(request).supervisor.last_eval
     if last is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no eval session has ended yet")
-    return jsonable(last)
+    return EvalSummary.model_validate(jsonable(last))
 
 
-@router.post("/current/reset-done", dependencies=[Depends(require_token)])
-async def reset_done(request: Request) -> dict:
+@router.post("/current/reset-done", dependencies=[Depends(require_token)], responses=COMMAND_REFUSED)
+async def reset_done(request: Request) -> StageReply:
     """The robot: the scene is back in its initial state; the next episode starts."""
     await command(request, lambda s: s.confirm_reset())
-    return {"stage": "acting"}
+    return StageReply(stage=Stage.ACTING)
 
 
-@router.post("/current/verdict", dependencies=[Depends(require_token)])
-async def verdict(request: Request, body: VerdictBody) -> dict:
+@router.post("/current/verdict", dependencies=[Depends(require_token)], responses=COMMAND_REFUSED)
+async def verdict(request: Request, body: VerdictBody) -> EvalSummary:
     """The robot: the operator's verdict on the episode that just reached its horizon (409 in sim,
     where the task judges, or when no episode awaits one)."""
-    return jsonable(await command(request, lambda s: s.eval_verdict(body.success)))
+    return EvalSummary.model_validate(jsonable(await command(request, lambda s: s.eval_verdict(body.success))))
 
 
-@router.post("/current/stop", dependencies=[Depends(require_token)])
-async def stop(request: Request) -> dict:
+@router.post("/current/stop", dependencies=[Depends(require_token)], responses=COMMAND_REFUSED)
+async def stop(request: Request) -> EvalSummary:
     """End the eval session; an episode without a verdict is dropped."""
-    return jsonable(await command(request, lambda s: s.stop_eval()))
+    return EvalSummary.model_validate(jsonable(await command(request, lambda s: s.stop_eval())))
 
 
 @router.get("/results", dependencies=[Depends(read_access)])
-async def results(request: Request) -> dict:
+async def results(request: Request) -> EvalResults:
     """Forward success per policy version, aggregated from every eval episode in the store."""
-    return jsonable({"direction": "forward", "versions": success_by_version(store_reader(request).episodes())})
+    return EvalResults.model_validate(
+        jsonable({"direction": "forward", "versions": success_by_version(store_reader(request).episodes())})
+    )

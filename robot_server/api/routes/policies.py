@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable
+from robot_server.api.models import InvalidRequest, PolicyAccepted, PolicySummary, problem
 from spec.direction import Direction
 
 router = APIRouter(prefix="/policies", tags=["policies"])
@@ -19,18 +20,23 @@ CHECKPOINT_BODY = {
 
 
 @router.get("", dependencies=[Depends(read_access)])
-async def list_policies(request: Request) -> dict:
-    return jsonable(daemon_of(request).policies.summary())
+async def list_policies(request: Request) -> PolicySummary:
+    return PolicySummary.model_validate(jsonable(daemon_of(request).policies.summary()))
 
 
 @router.put(
     "/{direction}",
     dependencies=[Depends(require_token)],
     openapi_extra={"requestBody": CHECKPOINT_BODY},
-    responses={400: {"description": "not a valid checkpoint"}, 409: {"description": "version not newer"},
-               413: {"description": "too large"}, 422: {"description": "spec or direction mismatch"}},
+    responses={
+        400: problem("not a checkpoint (or an empty body)"),
+        409: problem("its version is not newer than the running one"),
+        413: problem("larger than server.max_checkpoint_mb"),
+        422: {"model": InvalidRequest, "description": "its observation or action spec, or its direction, "
+              "does not match this robot's (or the path's direction is not one)"},
+    },
 )
-async def put_policy(request: Request, direction: Direction) -> dict:
+async def put_policy(request: Request, direction: Direction) -> PolicyAccepted:
     """Accept a new policy for one direction; the running policy stays if anything is wrong."""
     from policies.intake import CheckpointRejected
 
@@ -47,7 +53,8 @@ async def put_policy(request: Request, direction: Direction) -> dict:
     if not body:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "empty body: send the checkpoint bytes")
     try:
-        return jsonable(await run_in_threadpool(d.accept_checkpoint, direction, bytes(body)))
+        accepted = await run_in_threadpool(d.accept_checkpoint, direction, bytes(body))
     except CheckpointRejected as exc:
         d.policies.rejected += 1
         raise HTTPException(exc.status_code, exc.message) from None
+    return PolicyAccepted.model_validate(jsonable(accepted))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 
+from robot_server.api.auth import token_matches
 from robot_server.api.deps import jsonable
 
 router = APIRouter(tags=["telemetry"])
@@ -43,10 +43,10 @@ def telemetry_message(daemon) -> dict:
 
 @router.websocket("/telemetry")
 async def telemetry(ws: WebSocket, interval: float = 0.25, token: str | None = None) -> None:
+    """A read like the others: it needs the token when reads do (a browser's WebSocket cannot send
+    a header, hence ?token=)."""
     daemon = ws.app.state.daemon
-    if daemon.cfg.server.protect_reads and not (
-        token and hmac.compare_digest(token.encode(), daemon.cfg.server.token.encode())
-    ):
+    if ws.app.state.reads_need_token and not token_matches(daemon.cfg.server.token, token):
         await ws.close(code=status.WS_1008_POLICY_VIOLATION, reason="telemetry needs ?token=<server.token>")
         return
     interval = min(max(interval, 0.05), 5.0)

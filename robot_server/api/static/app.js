@@ -20,8 +20,10 @@ function initToken() {
     localStorage.setItem(TOKEN_KEY, $("token").value.trim());
     showMessage("token saved in this browser", false);
     connectTelemetry(true);
-    // Reads may need the token too (server.protect_reads): retry what failed without it.
-    if (!cameraViews.size) initCameras();
+    // Reads need the token too when the server binds beyond loopback (server.read_access): retry
+    // what failed without it, and reopen the streams with it.
+    if (cameraViews.size) showCameras();
+    else initCameras();
     loadEpisodes();
     loadEvalResults();
   };
@@ -124,8 +126,8 @@ async function initCameras() {
     fig.append(img, caption);
     box.appendChild(fig);
     const entry = { cam, img, caption, pollTimer: null };
-    // The MJPEG stream cannot send the bearer token; if it fails (e.g. reads are protected),
-    // fall back to snapshots fetched with the token.
+    // If the stream fails (no or a wrong token, a proxy that buffers it), fall back to snapshots
+    // fetched with the Authorization header.
     img.addEventListener("error", () => startSnapshots(entry));
     cameraViews.set(cam.name, entry);
   }
@@ -143,7 +145,10 @@ function showCameras() {
     const size = `${w}×${h}`;
     img.style.aspectRatio = `${w} / ${h}`;
     caption.textContent = `${cam.name} · ${view} ${size} · live stream`;
-    img.src = `/cameras/${encodeURIComponent(cam.name)}/stream?view=${view}&fps=10&t=${Date.now()}`;
+    // An <img> cannot send the Authorization header: the stream takes the token as ?token=.
+    const q = new URLSearchParams({ view, fps: "10", t: String(Date.now()) });
+    if (token()) q.set("token", token());
+    img.src = `/cameras/${encodeURIComponent(cam.name)}/stream?${q}`;
   }
 }
 
