@@ -14,7 +14,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.daemon_proc import DaemonProc, running_daemon
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)  # the first test also waits for the daemon to start
 
 # Values that reach each read's own logic once the token is accepted.
 PATH_VALUES = {"name": "wrist", "episode_id": "000000"}
@@ -67,10 +67,10 @@ def test_the_stream_takes_the_token_as_a_query_parameter_and_nothing_else_does(d
 
 
 def test_telemetry_needs_the_token(daemon: DaemonProc) -> None:
-    with pytest.raises(InvalidStatus), ws_connect(f"{daemon.ws_url}/telemetry", open_timeout=5):
+    with pytest.raises(InvalidStatus), ws_connect(f"{daemon.ws_url}/telemetry", open_timeout=20):
         pass
-    with ws_connect(f"{daemon.ws_url}/telemetry?interval=0.1&token={daemon.token}", open_timeout=5) as ws:
-        assert json.loads(ws.recv(timeout=5))["type"] == "telemetry"
+    with ws_connect(f"{daemon.ws_url}/telemetry?interval=0.1&token={daemon.token}", open_timeout=20) as ws:
+        assert json.loads(ws.recv(timeout=20))["type"] == "telemetry"
 
 
 def test_the_served_document_declares_the_token_on_reads(daemon: DaemonProc) -> None:

@@ -25,13 +25,13 @@ import httpx
 import pytest
 
 from spec.config import load_config
-from tests.daemon_proc import REPO, DaemonProc, child_environment, running_daemon
+from tests.daemon_proc import REPO, START_TIMEOUT_S, DaemonProc, child_environment, running_daemon
 
 MAX_EXAMPLES = 10  # per operation and phase: about a minute per run on 2 busy cores
 SEED = 20261203  # the same cases every run: a failure here is reproducible with `st run --seed`
 RUN_TIMEOUT_S = 200
 
-pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 40)
+pytestmark = pytest.mark.timeout(START_TIMEOUT_S + RUN_TIMEOUT_S + 30)  # the first test starts the daemon
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ class Reply(BaseModel):
 
 # ---------------------------------------------------------------- errors
 class Problem(Reply):
-    """Why a request was refused: every 4xx and 5xx of this API has this body."""
+    """Why a request was refused: the body of every 4xx and 5xx (a 422's adds `errors`)."""
 
     detail: str
 
