@@ -70,6 +70,7 @@ class Settings:
     demo_rows: int
     bc_batch_size: int
     clf_batch_size: int  # negatives and positives per classifier step, each (MEDALPP.md: 256)
+    labelled_negative_share: float  # of the goal classifier's negatives, from operator not-goal frames
     seed_steps: int
     capacity: int
     forward: AgentSettings
@@ -139,6 +140,7 @@ class Settings:
             # rows (64 robot / 32 sim), as it costs an extra encoder pass; learner.bc_batch_size overrides.
             bc_batch_size=lc.bc_batch_size or max(demo_rows, 1),
             clf_batch_size=lc.clf_batch_size,
+            labelled_negative_share=lc.labelled_negative_share,
             seed_steps=d["seed_steps"] if lc.seed_steps is None else lc.seed_steps,
             capacity=lc.capacity,
             forward=agent("forward", lc.bc_forward, learn_alpha=False),

@@ -44,6 +44,7 @@ from spec.step import ObsSpec
 log = logging.getLogger(__name__)
 
 EVAL_SCAN_S = 30.0  # how often to look for new eval verdicts in the store
+LABEL_SCAN_S = 5.0  # how often to look for new operator labels (an operator waits for their effect)
 
 
 class LearnerError(RuntimeError):
@@ -91,6 +92,7 @@ class Trainer:
         self._token = token or cfg.server.token
         self._tensorboard = tensorboard
         self._last_eval_scan = -math.inf
+        self._last_label_scan = -math.inf
         self._eval_logged: dict[int, int] = {}  # version -> eval episodes logged
         self._backoff_cap = push_backoff_cap_s
         self.ready = False
@@ -176,7 +178,27 @@ class Trainer:
             new += len(c)
         self.core.credit()
         self._log_eval_success()
+        self._read_labels()
         return new
+
+    def _read_labels(self) -> None:
+        """Operator labels from the store's event log into the goal classifier's data; the classifier's
+        FP/FN rates on the labelled set are logged at once (and again at each classifier step)."""
+        reader = self.tail.reader
+        if self.core is None or reader is None or time.monotonic() - self._last_label_scan < LABEL_SCAN_S:
+            return
+        self._last_label_scan = time.monotonic()
+        labelled = self.core.labelled
+        try:
+            changed = labelled.update(reader)
+        except (StoreError, OSError) as exc:
+            log.warning("reading operator labels failed (%s)", exc)
+            return
+        if changed:
+            log.info("operator labels: %d goal, %d not-goal frames%s", len(labelled.goal), len(labelled.not_goal),
+                     f"; skipped {labelled.skipped}" if labelled.skipped else "")
+            if "forward" in self.classifiers and len(labelled):
+                self._log(labelled.rates(self.classifiers["forward"], self.device))
 
     def _log_eval_success(self) -> None:
         """Forward success per policy version, from the eval sessions the daemon stored (TensorBoard

@@ -194,6 +194,10 @@ class LearnerConfig(Strict):
     )
     bc_batch_size: int | None = Field(None, ge=1, description="rows of the separate BC demo batch; default demo_rows")
     clf_batch_size: int = Field(256, ge=2, description="negatives and positives per classifier step, each")
+    labelled_negative_share: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="share of the goal classifier's negative rows drawn from operator not-goal frames, when there are any",
+    )
     tail_open: bool = Field(True, description="also learn from the committed prefix of the open practice segment")
 
 

@@ -1,4 +1,4 @@
-"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, cameras,
+"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, labels, cameras,
 telemetry, metrics, e-stop, and the page at `/`. OpenAPI at /docs."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from robot_server.api.routes import (
     episodes,
     evals,
     interventions,
+    labels,
     policies,
     sessions,
     system,
@@ -34,7 +35,7 @@ def create_app(daemon) -> FastAPI:
         "policies, cameras and telemetry. State-changing calls need `Authorization: Bearer <token>`.",
     )
     app.state.daemon = daemon
-    for module in (system, sessions, demos, evals, interventions, policies, episodes, cameras, telemetry,
+    for module in (system, sessions, demos, evals, interventions, policies, episodes, labels, cameras, telemetry,
                    calibration):
         app.include_router(module.router)
 

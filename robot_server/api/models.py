@@ -56,3 +56,12 @@ class LearnerReport(Body):
 
     step: int = Field(..., ge=0)
     metrics: dict[str, float] = Field(default_factory=dict, max_length=200)
+
+
+class LabelBody(Body):
+    verdict: Literal["goal", "not_goal", "success", "failure"] = Field(
+        ..., description="goal / not_goal: frames [start, stop); success / failure: the whole episode"
+    )
+    start: int | None = Field(None, ge=0, description="first labelled frame (frame verdicts)")
+    stop: int | None = Field(None, ge=1, description="one past the last labelled frame (frame verdicts)")
+    who: str = Field("operator", min_length=1, max_length=64, description="who labels (kept with the label)")

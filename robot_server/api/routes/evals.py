@@ -3,11 +3,11 @@ distribution, each episode's success stored; success per policy version from the
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
 from replay.eval_results import success_by_version
 from robot_server.api.auth import read_access, require_token
-from robot_server.api.deps import command, daemon_of, jsonable, store_reader
+from robot_server.api.deps import command, daemon_of, ended, jsonable, still_running, store_reader
 from robot_server.api.models import VerdictBody
 from robot_server.evaluation import EvalParams
 
@@ -25,18 +25,13 @@ async def start_eval(request: Request, params: EvalParams) -> dict:
 async def current_eval(request: Request) -> dict:
     st = daemon_of(request).status()
     if not st.get("eval"):
-        last = daemon_of(request).supervisor.last_eval
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no eval session is running"
-                            + (f"; the last one ended: {last['end_reason']}" if last else ""))
+        raise still_running(daemon_of(request).supervisor.last_eval, "eval session")
     return jsonable(st["eval"])
 
 
 @router.get("/last", dependencies=[Depends(read_access)])
 async def last_eval(request: Request) -> dict:
-    last = daemon_of(request).supervisor.last_eval
-    if last is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no eval session has ended yet")
-    return jsonable(last)
+    return ended(daemon_of(request).supervisor.last_eval, "eval session")
 
 
 @router.post("/current/reset-done", dependencies=[Depends(require_token)])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
 from robot_server.api.auth import read_access, require_token
-from robot_server.api.deps import command, daemon_of, jsonable
+from robot_server.api.deps import command, daemon_of, ended, jsonable, still_running
 from robot_server.api.models import ReasonBody, SuccessBody
 from robot_server.session import SessionParams
 
@@ -22,20 +22,13 @@ async def start_session(request: Request, params: SessionParams) -> dict:
 async def current_session(request: Request) -> dict:
     st = daemon_of(request).status()
     if not st.get("session"):
-        last = daemon_of(request).supervisor.last_session
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            "no session is running" + (f"; the last one ended: {last['end_reason']}" if last else ""),
-        )
+        raise still_running(daemon_of(request).supervisor.last_session, "session")
     return jsonable({"session": st["session"], "stage": st["stage"], "help_requests": st["help_requests"]})
 
 
 @router.get("/last", dependencies=[Depends(read_access)])
 async def last_session(request: Request) -> dict:
-    last = daemon_of(request).supervisor.last_session
-    if last is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no session has ended yet")
-    return jsonable(last)
+    return ended(daemon_of(request).supervisor.last_session, "session")
 
 
 @router.post("/current/pause", dependencies=[Depends(require_token)])
