@@ -156,6 +156,18 @@ class ActionSpace:
         parts.append([2.0 * state.gripper_width / GRIPPER_MAX_WIDTH - 1.0])
         return np.concatenate(parts).astype(np.float32)
 
+    def pose_of_proprio(self, proprio: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """`proprio` undone, for one vector [P] or many [..., P]: end-effector position (m), yaw (rad;
+        None when the actions have no yaw, so it was not recorded) and gripper width (m).
+        Exact unless `proprio` clipped a value (a position far outside the workspace box)."""
+        p = np.asarray(proprio, dtype=np.float64)
+        if p.shape[-1] != self.proprio_dim:
+            raise ValueError(f"proprio has {p.shape[-1]} values, expected {self.proprio_dim}")
+        pos = self.low + (p[..., :3] + 1.0) * (self.high - self.low) / 2.0
+        yaw = p[..., 3] * math.pi if self.cfg.yaw else None
+        width = (p[..., -1] + 1.0) * GRIPPER_MAX_WIDTH / 2.0
+        return pos, yaw, width
+
     def contains(self, position: np.ndarray, margin: float = 0.0) -> bool:
         p = np.asarray(position)
         return bool(np.all(p >= self.low - margin) and np.all(p <= self.high + margin))
