@@ -107,6 +107,7 @@ class Daemon:
             teleops=teleops,
             task=self.devices.task,
             expert=self.devices.expert,
+            cameras=self.devices.cameras,
         )
         state_source = self.devices.state_vector if self.devices.state_dim else None
         self.observer = Observer(

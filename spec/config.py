@@ -101,6 +101,20 @@ class SessionConfig(Strict):
     )
     eval_episodes: int = Field(10, ge=1, le=1000, description="episodes of an eval session (default)")
     eval_horizon: int = Field(200, ge=1, le=100_000, description="steps per eval episode (default)")
+    # A late frame only holds the arm for its tick; a camera stale this long is treated as stuck.
+    stale_pause_s: float = Field(
+        3.0,
+        gt=0,
+        le=600,
+        description="frames stale this long without a fresh one: pause practice, close the segment and reset "
+        "the stale cameras (practice resumes by itself once fresh frames are back)",
+    )
+    stale_help_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="no fresh frame this long after a camera reset: ask the operator for help",
+    )
 
 
 class ServerConfig(Strict):

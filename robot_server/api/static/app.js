@@ -296,6 +296,8 @@ function render(m) {
   text("t-skipped", t.skipped);
   $("t-late").parentElement.classList.toggle("warn", t.late > 0);
   $("t-stale").parentElement.classList.toggle("warn", t.stale_frames > 0);
+  text("t-camera-resets", c.stale_camera_resets);
+  $("t-camera-resets").parentElement.classList.toggle("warn", c.stale_camera_resets > 0);
 
   const p = m.policies || {};
   const pol = (x) => (x ? `v${x.version}` + (x.training_step != null ? ` (training step ${x.training_step})` : "") : "none");
