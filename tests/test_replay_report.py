@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from replay.store import EpisodeWriter, ReplayWriter
 from replay_tools.cli import app
+from robot_server.api.app import create_app
+from spec.config import load_config
 from tests.store_patterns import pattern_meta, pattern_step
 
 runner = CliRunner()
@@ -262,3 +266,50 @@ def test_learner_run_adds_classifier_scalars_and_scores_the_labelled_set(tmp_pat
     result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out), "--learner-run", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--learner-run" in result.output
 
+
+# ------------------------------------------------------------------ GET /reports/latest (operator API)
+API_TOKEN = "report-test-token-123"
+
+
+class _Daemon:
+    """The part of the daemon the report routes use: its config."""
+
+    def __init__(self, reports_dir: Path, protect_reads: bool) -> None:
+        self.cfg = load_config("sim", env={"ROBOT__SERVER__REPORTS_DIR": str(reports_dir),
+                                           "ROBOT__SERVER__TOKEN": API_TOKEN,
+                                           "ROBOT__SERVER__PROTECT_READS": str(protect_reads).lower()})
+
+
+def _client(reports_dir: Path, protect_reads: bool = False) -> TestClient:
+    return TestClient(create_app(_Daemon(reports_dir, protect_reads)))
+
+
+def test_api_serves_the_latest_report_and_404s_without_one(known, tmp_path: Path) -> None:
+    st, night1, _ = known
+    empty = _client(tmp_path / "no-reports")
+    r = empty.get("/reports/latest/")
+    assert r.status_code == 404 and "no report yet in" in r.json()["detail"]
+    assert empty.get("/reports/latest/report.json").status_code == 404
+
+    night2 = night1.parent / "night2"
+    assert runner.invoke(app, ["report", str(st.writer.path), "-o", str(night2)]).exit_code == 0
+    os.utime(night1 / "index.html", (1e9, 1e9))  # night1 is the older report
+    api = _client(night1.parent)
+    r = api.get("/reports/latest")  # redirected to /reports/latest/, where the page's relative links work
+    assert r.status_code == 200 and r.url.path == "/reports/latest/"
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.text == (night2 / "index.html").read_text()
+    assert api.get("/reports/latest/report.json").json() == _report(night2)
+    png = api.get("/reports/latest/practice.png")
+    assert png.status_code == 200 and png.content == (night2 / "practice.png").read_bytes()
+    assert api.get("/reports/latest/nothing.png").status_code == 404
+    assert api.get("/reports/latest/index.py").status_code == 422  # only plots and report.json
+    assert api.get("/reports/latest/..%2F..%2Fstore.zarr%2Fzarr.json").status_code in (404, 422)
+    assert 'href="/reports/latest/"' in api.get("/").text  # the operator page links it
+
+
+def test_api_report_follows_read_protection(known) -> None:
+    api = _client(known[1].parent, protect_reads=True)
+    assert api.get("/reports/latest/").status_code == 401
+    r = api.get("/reports/latest/", headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert r.status_code == 200 and "Morning report" in r.text

@@ -1,5 +1,5 @@
 """The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, cameras,
-telemetry, metrics, e-stop, and the page at `/`. OpenAPI at /docs."""
+telemetry, metrics, e-stop, the latest morning report, and the page at `/`. OpenAPI at /docs."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from robot_server.api.routes import (
     evals,
     interventions,
     policies,
+    reports,
     sessions,
     system,
     telemetry,
@@ -35,7 +36,7 @@ def create_app(daemon) -> FastAPI:
     )
     app.state.daemon = daemon
     for module in (system, sessions, demos, evals, interventions, policies, episodes, cameras, telemetry,
-                   calibration):
+                   calibration, reports):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
