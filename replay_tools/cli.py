@@ -6,6 +6,7 @@
     replay scores EPISODE --config ... --learner-run runs/learner --out scores.csv
     replay rerun  EPISODE --config ... --checkpoint data/policies/forward.safetensors [--out rerun.csv]
     replay sim    STORE EPISODE [--config sim] [--out divergence.csv] [--plot divergence.png]
+    replay report STORE -o data/reports [--learner-run runs/learner [--config ...]]
 
 The store may be read while the daemon writes it (readers only see committed steps).
 
@@ -25,6 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from replay.store import ReplayReader, StoreError
+from replay_tools.learner_figures import learner_figures
+from replay_tools.report import gather
+from replay_tools.timeline import ReportError, read_timeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline replay and debugging tools.")
 console = Console()
@@ -315,6 +319,36 @@ def resim(
         except PlotUnavailable as exc:
             raise typer.BadParameter(str(exc), param_hint="--plot") from None
         console.print(f"wrote {plot}")
+
+
+@app.command()
+def report(
+    store: Path = typer.Argument(..., help="the replay store directory, e.g. data/sim.zarr"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for index.html, its PNGs and report.json"),
+    learner_run: Path | None = typer.Option(
+        None, exists=True, file_okay=False,
+        help="learner run dir: its classifiers' TensorBoard scalars and (with --config) goal scores of the evals"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="robot config (to load the learner's classifiers)"),
+) -> None:
+    """The operator's morning report: eval success per policy version, interventions and human minutes
+    per practice hour, recoveries, help requests, tick health, checkpoint swaps, classifier scores and
+    the labelled set's false positives/negatives, as HTML with PNG plots and report.json."""
+    from replay_tools.page import write_report  # matplotlib: only this command needs it
+
+    try:
+        timeline = read_timeline(store)
+    except ReportError as exc:
+        raise typer.BadParameter(str(exc), param_hint="STORE") from None
+    labelled = [s.info.id for s in timeline.of_kind("eval") if s.info.closed and s.info.success is not None]
+    figures = gather(timeline, learner_figures(learner_run, None if config is None else _cfg(config), store, labelled))
+    try:
+        index = write_report(figures, out)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write the report into {out}: {exc}", param_hint="--out") from None
+    missing = [name for name, sec in figures["sections"].items() if not sec["recorded"]]
+    if missing:
+        console.print("not recorded: " + ", ".join(missing))
+    print(index)
 
 
 if __name__ == "__main__":

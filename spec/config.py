@@ -124,6 +124,11 @@ class ServerConfig(Strict):
     protect_reads: bool = False
     checkpoint_dir: Path = Path("data/policies")
     max_checkpoint_mb: float = Field(512.0, gt=0)
+    reports_dir: Path = Field(
+        Path("data/reports"),
+        description="where `replay report STORE -o DIR` writes (DIR itself or one folder per report); "
+        "GET /reports/latest serves the newest",
+    )
 
 
 class SpaceMouseConfig(Strict):

@@ -1,5 +1,5 @@
 """The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, labels, cameras,
-telemetry, metrics, e-stop, and the page at `/`. OpenAPI at /docs."""
+telemetry, metrics, e-stop, the latest morning report, and the page at `/`. OpenAPI at /docs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from robot_server.api.routes import (
     interventions,
     labels,
     policies,
+    reports,
     sessions,
     system,
     telemetry,
@@ -36,7 +37,7 @@ def create_app(daemon) -> FastAPI:
     )
     app.state.daemon = daemon
     for module in (system, sessions, demos, evals, interventions, policies, episodes, labels, cameras, telemetry,
-                   calibration):
+                   calibration, reports):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -513,10 +513,35 @@ function initKeyboard() {
   });
 }
 
+// ---------------------------------------------------------------- morning report
+// Without a token the link opens the report itself. With one (reads may be protected, and a link
+// cannot send a header) the page is fetched with it and shown from memory: its plots are embedded,
+// only its links to the PNG files and report.json then need the token-free route.
+function initReportLink() {
+  $("report-link").addEventListener("click", async (e) => {
+    if (!token()) return;
+    e.preventDefault();
+    const win = window.open("", "_blank"); // now, inside the click: a later window.open is blocked
+    try {
+      const resp = await fetch("/reports/latest/", { headers: authHeaders() });
+      if (!resp.ok) {
+        let why = resp.statusText;
+        try { why = describeDetail((await resp.json()).detail) || why; } catch (_) { /* not JSON */ }
+        throw new Error(`${resp.status}: ${why}`);
+      }
+      win.location = URL.createObjectURL(await resp.blob());
+    } catch (err) {
+      if (win) win.close();
+      showMessage(`morning report: ${err.message}`, true);
+    }
+  });
+}
+
 // ---------------------------------------------------------------- start
 function init() {
   initToken();
   initControls();
+  initReportLink();
   initKeyboard();
   for (const r of document.querySelectorAll('input[name="view"]')) r.addEventListener("change", showCameras);
   connectTelemetry(false);
