@@ -90,6 +90,9 @@ class Settings:
     # FBRL baseline (bench/learning.py): if > 0, the backward classifier's positives are only the
     # first this-many frames of each forward demo (the initial-state distribution), nothing else.
     backward_positives_initial: int = 0
+    # Ablation (bench/learning.py, README "Does it learn?"): sim C_b positives = the forward demos'
+    # frames before their goal hold, so the goal itself is not what the backward agent is paid for.
+    backward_positives_pre_goal: bool = False
 
     def agent(self, direction: str) -> AgentSettings:
         return self.forward if direction == "forward" else self.backward
