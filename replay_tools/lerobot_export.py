@@ -134,6 +134,8 @@ def _select(
     every = {e.id: e for e in reader.episodes(include_open=True)}
     if wanted is not None:
         ids = sorted(dict.fromkeys(_episode_id(w) for w in wanted), key=int)
+        if not ids:
+            raise ExportError("--episodes names no episode", "--episodes")
         unknown = [i for i in ids if i not in every]
         if unknown:
             known = f"episodes {min(every, key=int)}..{max(every, key=int)}" if every else "the store is empty"
@@ -151,9 +153,8 @@ def _select(
         candidates = [e for e in every.values() if e.kind in kinds]
     chosen = [e for e in candidates if e.closed]
     skipped_open = [e.id for e in candidates if not e.closed]
-    if not chosen:
-        what = "the selected episodes" if wanted is not None else f"{'/'.join(kinds)} episodes"
-        raise ExportError(f"nothing to export: no closed {what} in {store}")
+    if not chosen:  # only without --episodes: every episode it names was checked above
+        raise ExportError(f"nothing to export: no closed {'/'.join(kinds)} episodes in {store}")
     return chosen, skipped_open
 
 
