@@ -7,6 +7,7 @@
     replay rerun  EPISODE --config ... --checkpoint data/policies/forward.safetensors [--out rerun.csv]
     replay sim    STORE EPISODE [--config sim] [--out divergence.csv] [--plot divergence.png]
     replay report STORE -o data/reports [--learner-run runs/learner [--config ...]]
+    replay export STORE --format lerobot -o data/lerobot [--kinds demo,practice] [--episodes 4,7] [--force]
 
 The store may be read while the daemon writes it (readers only see committed steps).
 
@@ -18,6 +19,7 @@ in (default: the packaged sim config), not the store. See replay_tools/resim.py.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +351,42 @@ def report(
     if missing:
         console.print("not recorded: " + ", ".join(missing))
     print(index)
+
+
+@app.command()
+def export(
+    store: Path = typer.Argument(..., help="the replay store directory, e.g. data/sim.zarr"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for the dataset (must be empty, or --force)"),
+    fmt: str = typer.Option("lerobot", "--format", help="lerobot: a LeRobotDataset (codebase v3.0)"),
+    kinds: str = typer.Option("demo,practice", help="comma-separated episode kinds: demo, practice, eval"),
+    episodes: str | None = typer.Option(None, help="comma-separated episode ids (default: every closed one)"),
+    task: str = typer.Option("push the cube", help="task text; each episode's is '<task> <direction>'"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
+) -> None:
+    """Closed episodes as a dataset for other learners: camera views, proprio, sim state, actions,
+    and per frame reward, success, intervention and policy version (replay_tools/lerobot_export.py)."""
+    if fmt != "lerobot":
+        raise typer.BadParameter(f"unknown format {fmt!r}; the one format is 'lerobot'", param_hint="--format")
+    from replay.schema import KINDS
+    from replay_tools.lerobot_export import ExportError, export_lerobot  # pyarrow: only this command
+
+    chosen = [k.strip() for k in kinds.split(",") if k.strip()]
+    bad = [k for k in chosen if k not in KINDS]
+    if bad or not chosen:
+        raise typer.BadParameter(f"kinds must be some of {', '.join(KINDS)}; got {kinds!r}", param_hint="--kinds")
+    wanted = None if episodes is None else [e for e in episodes.split(",") if e.strip()]
+    try:
+        summary = export_lerobot(store, out, chosen, wanted, task=task, force=force)
+    except ExportError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write the dataset into {out}: {exc}", param_hint="--out") from None
+    by_kind = Counter(e["kind"] for e in summary.episodes)
+    console.print(f"wrote {out}: {len(summary.episodes)} episodes ("
+                  + ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
+                  + f"), {summary.frames} frames, views {', '.join(summary.cameras)}")
+    if summary.skipped_open:
+        console.print(f"skipped {', '.join(summary.skipped_open)}: still being written")
 
 
 if __name__ == "__main__":

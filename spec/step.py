@@ -79,6 +79,11 @@ class InvalidAction(ValueError):
     pass
 
 
+def proprio_layout(yaw: bool) -> list[str]:
+    """The names of ActionSpace.proprio's values, in order (exports label the vector with them)."""
+    return ["ee_x", "ee_y", "ee_z"] + (["ee_yaw"] if yaw else []) + ["gripper_width"]
+
+
 class ActionSpace:
     def __init__(self, action: ActionConfig, workspace: WorkspaceConfig) -> None:
         self.cfg = action
@@ -148,7 +153,7 @@ class ActionSpace:
         return np.concatenate(parts).astype(np.float32)
 
     def proprio(self, state: ArmState) -> np.ndarray:
-        """End-effector position (and yaw) and gripper width, each normalised to [-1, 1]."""
+        """End-effector position (and yaw) and gripper width, each normalised to [-1, 1] (proprio_layout)."""
         pos = 2.0 * (state.position - self.low) / (self.high - self.low) - 1.0
         parts = [np.clip(pos, -1.5, 1.5)]
         if self.cfg.yaw:
