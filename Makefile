@@ -25,7 +25,7 @@ demo: venv
 lint: venv-test
 	$(VENV)/bin/ruff check .
 
-test: venv-test franka-sim lerobot
+test: venv-test franka-sim
 	@date '+[make test %H:%M:%S] ruff'
 	$(VENV)/bin/ruff check .
 	@date '+[make test %H:%M:%S] import contracts (the floor plan)'

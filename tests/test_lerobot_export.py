@@ -226,7 +226,7 @@ def test_a_store_being_written_exports_its_closed_episodes(tmp_path):
 
 def _lerobot_missing() -> str | None:
     if not (LEROBOT_VENV / "bin" / "python").exists():
-        return f"{LEROBOT_VENV.name} is missing: run `bash scripts/setup_lerobot_venv.sh` (make test does)"
+        return f"{LEROBOT_VENV.name} is missing: run `make lerobot` (6.8 GB; not part of make test)"
     return None
 
 
