@@ -1,5 +1,5 @@
-"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, labels, cameras,
-telemetry, metrics, e-stop, and the page at `/`. OpenAPI at /docs."""
+"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, classifiers, episodes,
+labels, episode review, cameras, telemetry, metrics, e-stop, and the page at `/`. OpenAPI at /docs."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from robot_server.api.routes import (
     calibration,
     cameras,
+    classifiers,
     demos,
     episodes,
     evals,
     interventions,
     labels,
     policies,
+    review,
     sessions,
     system,
     telemetry,
@@ -35,8 +37,8 @@ def create_app(daemon) -> FastAPI:
         "policies, cameras and telemetry. State-changing calls need `Authorization: Bearer <token>`.",
     )
     app.state.daemon = daemon
-    for module in (system, sessions, demos, evals, interventions, policies, episodes, labels, cameras, telemetry,
-                   calibration):
+    for module in (system, sessions, demos, evals, interventions, policies, classifiers, episodes, labels, review,
+                   cameras, telemetry, calibration):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
