@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import save as st_save
+from torch import nn
+from torch.nn.utils import parametrize
 
 from policies.checkpoint import (
     CheckpointError,
@@ -121,16 +123,36 @@ class ClassifierCheckpoint:
                    meta["sha256"])
 
 
+class _SpectralNormShapes(nn.Module):
+    """Torch's spectral-norm parametrization as far as the state dict sees it: the power-iteration
+    vectors `_u` [out] and `_v` [in·kh·kw] (dim 0, as for Linear and Conv2d), without computing them.
+    Its power iteration on meta tensors would run through Python meta kernels, whose first use
+    imports torch's decompositions (sympy, dynamo: ~70 MB and seconds of the GIL) into the daemon."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        mat = weight.flatten(1)
+        self.register_buffer("_u", weight.new_empty(mat.shape[0]))
+        self.register_buffer("_v", weight.new_empty(mat.shape[1]))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+
+def _spectral_norm_shapes(module: nn.Module) -> nn.Module:
+    parametrize.register_parametrization(module, "weight", _SpectralNormShapes(module.weight), unsafe=True)
+    return module
+
+
 @functools.lru_cache(maxsize=8)
 def _expected_shapes(spec_json: str, sizes_json: str, cameras_json: str) -> tuple[tuple[str, torch.Size], ...]:
     """The state-dict names and shapes of the classifier the metadata describes, built on the meta
-    device (shapes only, no memory for a robot-size model). Cached: spectral norm's power iteration
-    on meta tensors runs through torch's Python decompositions (the first time in a process also
-    imports them, seconds of CPU), and every push of one learner carries the same metadata."""
+    device (shapes only, no memory for a robot-size model); cached, as every push of one learner
+    carries the same metadata."""
     spec = ObsSpec.from_json(spec_json)
     sizes = NetworkSizes.from_dict(json.loads(sizes_json))
     with torch.device("meta"):
-        net = Classifier(spec, sizes, json.loads(cameras_json))
+        net = Classifier(spec, sizes, json.loads(cameras_json), norm=_spectral_norm_shapes)
     return tuple((k, v.shape) for k, v in net.state_dict().items())
 
 

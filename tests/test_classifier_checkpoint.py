@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +145,19 @@ def test_intake_status_codes_for_direction_spec_version_and_nan():
     nan = {k: (torch.full_like(v, float("nan")) if k.startswith("head.2.") else v) for k, v in ckpt.tensors.items()}
     err = rejected(resave(ckpt, nan))
     assert err.status_code == 422 and "smoke test" in err.message
+
+
+def test_checking_a_classifier_keeps_torchs_decompositions_out_of_the_daemon():
+    # Spectral norm's power iteration on meta tensors would import sympy, dynamo and the rest of
+    # torch's Python decompositions (~70 MB, seconds holding the GIL beside the 10 Hz tick).
+    code = (
+        "import sys, torch\n"
+        "from tests.test_classifier_checkpoint import SPEC, make\n"
+        "from policies.classifier_intake import validate_classifier\n"
+        "validate_classifier(make()[1].to_bytes(), 'forward', SPEC, None)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('sympy', 'torch._dynamo'))}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout

@@ -52,7 +52,7 @@ def recorded():
         record_practice(d, client, auth, 20)
         client.post("/sessions/current/stop", headers=auth)
         eps = wait_until(lambda: [e for e in ReplayReader(d.cfg.store.path).episodes() if e.kind == "practice"
-                                  and e.length >= 16], 20.0, "a closed practice episode of >= 16 steps")
+                                  and e.length >= 16], 60.0, "a closed practice episode of >= 16 steps")
         yield d, client, auth, eps[0]
 
 
@@ -151,7 +151,7 @@ def test_an_open_episode_shows_its_committed_steps_only(recorded):
     try:
         reader = ReplayReader(d.cfg.store.path)
         ep = wait_until(lambda: [e for e in reader.episodes(include_open=True) if not e.closed and e.length >= 16],
-                        20.0, "an open episode with committed steps")[0]
+                        60.0, "an open episode with committed steps")[0]
         body = client.get(f"/episodes/{ep.id}/steps").json()
         assert body["closed"] is False and body["length"] >= 16
         assert body["length"] <= reader.episode(ep.id).length  # never beyond what is committed

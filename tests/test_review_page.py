@@ -37,7 +37,7 @@ def episode(daemon: DaemonProc) -> Iterator[dict]:
         wait_for(lambda: (api.get("/status").json().get("session") or {}).get("total_steps", 0) >= 30, 60.0,
                  what="30 practice steps")
         assert api.post("/sessions/current/stop").status_code == 200
-        eps = wait_for(lambda: api.get("/episodes", params={"kind": "practice"}).json()["episodes"], 20.0,
+        eps = wait_for(lambda: api.get("/episodes", params={"kind": "practice"}).json()["episodes"], 60.0,
                        what="a closed practice episode")
         spec = StoreMeta.from_attrs(ReplayReader(daemon.store_path).meta).obs_spec()
         for direction in ("forward", "backward"):

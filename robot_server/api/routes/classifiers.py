@@ -17,6 +17,8 @@ from robot_server.api.upload import read_checkpoint_body
 from spec.direction import Direction
 
 router = APIRouter(prefix="/classifiers", tags=["classifiers"])
+# Reads answer 401/403 only when server.protect_reads.
+AUTH = {401: {"description": "no bearer token"}, 403: {"description": "wrong bearer token"}}
 
 CHECKPOINT_BODY = {
     "required": True,
@@ -45,7 +47,7 @@ class AcceptedClassifier(LoadedClassifier):
     direction: Direction
 
 
-@router.get("", response_model=Classifiers, dependencies=[Depends(read_access)])
+@router.get("", response_model=Classifiers, dependencies=[Depends(read_access)], responses=AUTH)
 async def list_classifiers(request: Request) -> dict:
     return daemon_of(request).classifiers.summary()
 
@@ -55,7 +57,7 @@ async def list_classifiers(request: Request) -> dict:
     response_model=AcceptedClassifier,
     dependencies=[Depends(require_token)],
     openapi_extra={"requestBody": CHECKPOINT_BODY},
-    responses={400: {"description": "not a valid classifier checkpoint"}, 409: {"description": "version not newer"},
+    responses={400: {"description": "not a valid classifier checkpoint"}, **AUTH, 409: {"description": "version not newer"},
                413: {"description": "too large"}, 422: {"description": "spec or direction mismatch"}},
 )
 async def put_classifier(request: Request, direction: Direction) -> dict:

@@ -15,9 +15,12 @@ from robot_server.episode_review import EpisodeReview, ReviewNotFound
 
 router = APIRouter(prefix="/episodes", tags=["review"], dependencies=[Depends(read_access)])
 EpisodeId = Path(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-NOT_FOUND = {404: {"description": "no such episode, step or camera (the message says which)"}}
-# A committed frame never changes and episode ids are never reused: let the browser keep it.
-FRAME_CACHE = "private, max-age=3600"
+# 401/403 only when server.protect_reads.
+NOT_FOUND = {401: {"description": "no bearer token"}, 403: {"description": "wrong bearer token"},
+             404: {"description": "no such episode, step or camera (the message says which)"}}
+# Not cached by the browser: a store wiped and recorded afresh reuses episode ids (the page keeps
+# the frames it plays in memory instead).
+FRAME_CACHE = "no-cache"
 
 
 class StepRow(BaseModel):
