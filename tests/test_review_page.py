@@ -102,10 +102,12 @@ def test_review_page_plays_scrubs_and_labels_an_episode(page, daemon: DaemonProc
     assert "(v1)" in (page.text_content("#f-score-forward") or "")
     assert "(v1)" in (page.text_content("#f-score-backward") or "")
 
-    # Play: the step counter advances; pause stops it.
-    page.select_option("#speed", "4")
+    # Play: the step counter advances; pause stops it. At 0.25x (2.5 steps/s) playback is still
+    # running when the pause click lands on a busy machine, not already over.
+    page.select_option("#speed", "0.25")
     page.click("#btn-play")
-    page.wait_for_function("Number(document.getElementById('step-now').textContent) >= 5")
+    assert page.text_content("#btn-play") == "Pause"
+    page.wait_for_function("Number(document.getElementById('step-now').textContent) >= 2")
     page.click("#btn-play")
     paused = step_now(page)
     page.wait_for_timeout(400)
