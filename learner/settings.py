@@ -84,6 +84,7 @@ class Settings:
     backward_positives_all_forward: bool  # sim: backward classifier positives = all forward-demo frames
     backlog_steps: int  # most agent steps (env steps' worth of updates) ever owed; the rest are dropped
     push_every: int
+    push_classifier_every: int  # classifier steps between pushes of that classifier to the daemon
     save_every: int
     poll_s: float
     tail_open: bool
@@ -157,6 +158,7 @@ class Settings:
             backward_positives_all_forward=sim,
             backlog_steps=backlog,
             push_every=lc.push_every,
+            push_classifier_every=lc.push_classifier_every,
             save_every=lc.save_every,
             poll_s=lc.poll_s,
             tail_open=lc.tail_open,

@@ -1,4 +1,4 @@
-"""`learner run`'s driver: tail the store, feed the learning core, push policies, save state.
+"""`learner run`'s driver: tail the store, feed the learning core, push policies and classifiers, save state.
 
 The learning itself (agents, classifiers, buffers, demo routing, the credit schedule) is
 learner/core.py's, shared with the synchronous sim harness (learner/harness.py); the schedule's
@@ -9,7 +9,9 @@ stay responsive. A slow learner's backlog is capped at `Settings.backlog_steps`
 (= learner.max_updates_per_step × session.phase_steps) agent steps; the excess is dropped and counted.
 
 The BC weight λ follows env steps collected (the store's practice-step count), the clock
-MEDALPP.md's schedules are written in; policy versions are the agent's update count.
+MEDALPP.md's schedules are written in; policy versions are the agent's update count, classifier
+versions the classifier's step count (pushed every `learner.push_classifier_every` steps, for the
+daemon's review page).
 """
 
 from __future__ import annotations
@@ -230,6 +232,8 @@ class Trainer:
         if done is None:
             return None
         work, metrics = done
+        if work.kind == "classifier" and self.classifiers[work.direction].steps % self.settings.push_classifier_every == 0:
+            self.push_classifier(work.direction)
         if work.kind == "agent":
             if self.agents[work.direction].updates % self.settings.push_every == 0:
                 self.push(work.direction)
@@ -244,6 +248,12 @@ class Trainer:
             return
         self.pusher.submit(agent.checkpoint(version=agent.updates, step=agent.updates))
         self.accounts.pushed[d] = agent.updates
+
+    def push_classifier(self, d: str) -> None:
+        """Queue the classifier for the daemon (it scores recorded frames for the review page)."""
+        clf = self.classifiers[d]
+        if self.pusher is not None:
+            self.pusher.submit(clf.checkpoint(version=clf.steps))
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.last_metrics |= metrics

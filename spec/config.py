@@ -197,6 +197,11 @@ class LearnerConfig(Strict):
     gamma: float = Field(0.99, gt=0, le=1)
     tau: float = Field(0.005, gt=0, le=1)
     push_every: int = Field(200, ge=1, description="push policies every N agent updates")
+    push_classifier_every: int = Field(
+        5, ge=1,
+        description="push each classifier to the daemon (frame scores on the review page) every N of its "
+        "training steps; robot C_f steps once per 1,000 env steps, so 5 is a push every ~8 min of practice",
+    )
     save_every: int = Field(1000, ge=1, description="write the training checkpoint every N updates")
     poll_s: float = Field(1.0, gt=0)
     run_dir: Path = Path("runs/learner")

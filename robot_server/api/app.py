@@ -1,5 +1,6 @@
-"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, labels, cameras,
-telemetry, metrics, e-stop, the latest morning report, and the page at `/`. OpenAPI at /docs."""
+"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, classifiers, episodes,
+labels, episode review, cameras, telemetry, metrics, e-stop, the latest morning report, and the page at `/`.
+OpenAPI at /docs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from robot_server.api.routes import (
     calibration,
     cameras,
+    classifiers,
     demos,
     episodes,
     evals,
@@ -20,6 +22,7 @@ from robot_server.api.routes import (
     labels,
     policies,
     reports,
+    review,
     sessions,
     system,
     telemetry,
@@ -36,8 +39,8 @@ def create_app(daemon) -> FastAPI:
         "policies, cameras and telemetry. State-changing calls need `Authorization: Bearer <token>`.",
     )
     app.state.daemon = daemon
-    for module in (system, sessions, demos, evals, interventions, policies, episodes, labels, cameras, telemetry,
-                   calibration, reports):
+    for module in (system, sessions, demos, evals, interventions, policies, classifiers, episodes, labels, review,
+                   cameras, telemetry, calibration, reports):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
