@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable
+from robot_server.api.upload import read_checkpoint_body
 from spec.direction import Direction
 
 router = APIRouter(prefix="/policies", tags=["policies"])
@@ -27,27 +28,19 @@ async def list_policies(request: Request) -> dict:
     "/{direction}",
     dependencies=[Depends(require_token)],
     openapi_extra={"requestBody": CHECKPOINT_BODY},
-    responses={400: {"description": "not a valid checkpoint"}, 409: {"description": "version not newer"},
-               413: {"description": "too large"}, 422: {"description": "spec or direction mismatch"}},
+    responses={400: {"description": "not a valid checkpoint, or the upload broke off"},
+               408: {"description": "the upload stalled for server.body_timeout_s"},
+               409: {"description": "version not newer"}, 413: {"description": "too large"},
+               422: {"description": "spec or direction mismatch"}},
 )
 async def put_policy(request: Request, direction: Direction) -> dict:
     """Accept a new policy for one direction; the running policy stays if anything is wrong."""
     from policies.intake import CheckpointRejected
 
     d = daemon_of(request)
-    limit = int(d.cfg.server.max_checkpoint_mb * 1e6)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"checkpoint larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"checkpoint larger than {limit} bytes")
-    if not body:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "empty body: send the checkpoint bytes")
+    body = await read_checkpoint_body(request, int(d.cfg.server.max_checkpoint_mb * 1e6), d.cfg.server.body_timeout_s)
     try:
-        return jsonable(await run_in_threadpool(d.accept_checkpoint, direction, bytes(body)))
+        return jsonable(await run_in_threadpool(d.accept_checkpoint, direction, body))
     except CheckpointRejected as exc:
         d.policies.rejected += 1
         raise HTTPException(exc.status_code, exc.message) from None
