@@ -4,9 +4,11 @@ and classifiers (`PUT {server}/classifiers/{direction}`, for scoring frames on t
 It runs in its own thread so training never waits on the network. Only the newest checkpoint
 per kind and direction is kept: while the server is down the pending one is replaced by newer
 versions and retried with exponential backoff (capped), never raising; pending checkpoints go out
-in the order they were first submitted. A 4xx answer is logged with the server's message and that
-version is not retried. Status and version bases are keyed by the direction for policies and by
-"classifiers/<direction>" for classifiers.
+in the order they were first submitted. Every network wait has a timeout (learner.push_timeout_s),
+after which the push counts as failed and is retried. A 4xx answer is logged with the server's
+message and that version is not retried (408 and 429 are); a 409 (the daemon already has that
+version or a newer one) is expected after a restart and only noted. Status and version bases are
+keyed by the direction for policies and by "classifiers/<direction>" for classifiers.
 
 Versions sent are `version_base + the agent's update count` (the classifier's step count for a
 classifier). A fresh learner takes its base from the daemon's active version (GET /policies or
@@ -44,10 +46,14 @@ def _key(ckpt: Checkpoint) -> str:
     return ckpt.direction if _route(ckpt) == "policies" else f"classifiers/{ckpt.direction}"
 
 
+RETRY_STATUSES = {408, 429}  # a stalled upload, a busy server: worth sending again
+
+
 @dataclass
 class PushStatus:
     pushed: dict[str, int] = field(default_factory=dict)  # key (see _key) -> newest accepted version
     rejected: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # (version, status, msg)
+    superseded: int = 0  # 409s: the daemon already has this version or a newer one
     attempts: int = 0
     failures: int = 0
     last_error: str | None = None
@@ -66,6 +72,7 @@ class Pusher:
     ) -> None:
         self.server = server.rstrip("/")
         self.status = PushStatus()
+        self._short_timeout_s = min(5.0, timeout_s)  # for the small GET /policies and status reports
         self._client = httpx.Client(
             timeout=timeout_s, transport=transport, headers={"Authorization": f"Bearer {token}"}
         )
@@ -82,10 +89,11 @@ class Pusher:
         self._thread = threading.Thread(target=self._run, name="policy-push", daemon=True)
         self._thread.start()
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
-        """Latest progress for PUT /learner/status; only the newest is sent, never retried."""
+    def report(self, step: int, metrics: dict[str, float], backlog: dict[str, Any] | None = None) -> None:
+        """Latest progress for PUT /learner/status (`backlog`: Trainer.backlog()); only the newest
+        is sent, never retried."""
         with self._cond:
-            self._report = {"step": int(step), "metrics": {k: float(v) for k, v in metrics.items()}}
+            self._report = {"step": int(step), "metrics": {k: float(v) for k, v in metrics.items()}} | (backlog or {})
 
     def submit(self, ckpt: Checkpoint) -> None:
         with self._cond:
@@ -148,7 +156,7 @@ class Pusher:
         if key in self.version_base:
             return self.version_base[key]
         try:
-            resp = self._client.get(f"{self.server}/{route}", timeout=5.0)
+            resp = self._client.get(f"{self.server}/{route}", timeout=self._short_timeout_s)
         except httpx.HTTPError as exc:
             self.status.last_error = f"GET /{route}: {exc}"
             return None
@@ -175,7 +183,7 @@ class Pusher:
         self._last_report = time.monotonic()
         # Best effort: the next report replaces this one.
         with contextlib.suppress(httpx.HTTPError):
-            self._client.put(f"{self.server}/learner/status", json=report, timeout=5.0)
+            self._client.put(f"{self.server}/learner/status", json=report, timeout=self._short_timeout_s)
 
     def _push(self, ckpt: Checkpoint) -> bool | None:
         """True accepted, False refused for good (4xx), None retry later."""
@@ -201,9 +209,15 @@ class Pusher:
             log.info("pushed %s %s v%d (%.1f MB)", ckpt.direction, what, ckpt.version, len(data) / 1e6)
             return True
         msg = _message(resp)
+        if resp.status_code == 409:
+            # Expected after a restart (this learner resumed from a save older than its last push) or a
+            # push whose answer was lost with the connection: the next newer version goes through.
+            self.status.superseded += 1
+            log.info("the daemon already has %s v%d or newer (%s); not retried", key, ckpt.version, msg)
+            return False
         self.status.failures += 1
         self.status.last_error = f"HTTP {resp.status_code}: {msg}"
-        if 400 <= resp.status_code < 500:
+        if 400 <= resp.status_code < 500 and resp.status_code not in RETRY_STATUSES:
             self.status.rejected.setdefault(key, []).append((ckpt.version, resp.status_code, msg))
             log.error("server refused %s %s v%d: HTTP %d %s", ckpt.direction, what, ckpt.version, resp.status_code, msg)
             return False

@@ -192,7 +192,9 @@ class Daemon:
             "spacemouse": None if self.spacemouse is None else self.spacemouse.status(),
             "keyboard": self.keyboard.status(),
         }
-        st["learner"] = self.learner_report
+        report = self.learner_report
+        # Its age tells the operator the learner went quiet (it reports every few seconds while it runs).
+        st["learner"] = None if report is None else report | {"age_s": round(time.time() - report["received_at"], 1)}
         st["control_loop_alive"] = self.loop.running
         return st
 

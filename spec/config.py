@@ -124,6 +124,9 @@ class ServerConfig(Strict):
     protect_reads: bool = False
     checkpoint_dir: Path = Path("data/policies")
     max_checkpoint_mb: float = Field(512.0, gt=0)
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="a request body (a checkpoint upload) that stalls this long is answered 408"
+    )
     reports_dir: Path = Field(
         Path("data/reports"),
         description="where `replay report STORE -o DIR` writes (DIR itself or one folder per report); "
@@ -204,6 +207,10 @@ class LearnerConfig(Strict):
     )
     save_every: int = Field(1000, ge=1, description="write the training checkpoint every N updates")
     poll_s: float = Field(1.0, gt=0)
+    push_timeout_s: float = Field(
+        30.0, gt=0, description="each network wait of a policy push (connect, send, answer); then it is retried"
+    )
+    push_retry_max_s: float = Field(30.0, gt=0, description="longest wait between push retries (backoff cap)")
     run_dir: Path = Path("runs/learner")
     max_updates_per_step: float = Field(
         4.0, gt=0, description="never train more than this many updates per collected step"

@@ -381,7 +381,17 @@ def stack_views(obs: Any, spec: ObsSpec) -> np.ndarray:
                 f"{key}: expected uint8 [..., {cam.height}, {cam.width}, 3], got {v.dtype} {list(v.shape)}"
             )
         views.append(v)
-    return np.concatenate(views, axis=-1) if len(views) > 1 else views[0]
+    if len(views) == 1:
+        return views[0]
+    if any(v.shape != views[0].shape or v.strides[-1] != 1 for v in views):
+        return np.concatenate(views, axis=-1)  # (its error names mismatched shapes)
+    # Copy each RGB pixel as one 3-byte element: about twice as fast as concatenate's byte-wise
+    # copy along a 3-wide axis, which a restarted learner pays for every stored frame.
+    out = np.empty((*views[0].shape[:-1], 3 * len(views)), np.uint8)
+    pixels = out.view("V3")
+    for i, v in enumerate(views):
+        pixels[..., i] = v.view("V3")[..., 0]
+    return out
 
 
 def vector(obs: Any, key: str, dim: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from robot_server.modes import DemoSource
 from spec.direction import Direction
@@ -56,6 +56,14 @@ class LearnerReport(Body):
 
     step: int = Field(..., ge=0)
     metrics: dict[str, float] = Field(default_factory=dict, max_length=200)
+    behind_steps: dict[Direction, NonNegativeInt] = Field(
+        default_factory=dict, description="agent steps owed: env steps collected but not trained on yet"
+    )
+    dropped: dict[Direction, NonNegativeInt] = Field(
+        default_factory=dict, description="agent steps given up for good by the learner's backlog cap"
+    )
+    buffered: dict[Direction, NonNegativeInt] = Field(default_factory=dict, description="steps in the replay rings")
+    capacity: PositiveInt | None = Field(None, description="steps each replay ring holds at most")
 
 
 class LabelBody(Body):

@@ -57,7 +57,8 @@ async def list_classifiers(request: Request) -> dict:
     response_model=AcceptedClassifier,
     dependencies=[Depends(require_token)],
     openapi_extra={"requestBody": CHECKPOINT_BODY},
-    responses={400: {"description": "not a valid classifier checkpoint"}, **AUTH, 409: {"description": "version not newer"},
+    responses={400: {"description": "not a valid classifier checkpoint"}, **AUTH, 408: {"description": "upload stalled"},
+               409: {"description": "version not newer"},
                413: {"description": "too large"}, 422: {"description": "spec or direction mismatch"}},
 )
 async def put_classifier(request: Request, direction: Direction) -> dict:
@@ -65,7 +66,7 @@ async def put_classifier(request: Request, direction: Direction) -> dict:
     from policies.intake import CheckpointRejected
 
     d = daemon_of(request)
-    raw = await read_checkpoint_body(request, int(d.cfg.server.max_checkpoint_mb * 1e6))
+    raw = await read_checkpoint_body(request, int(d.cfg.server.max_checkpoint_mb * 1e6), d.cfg.server.body_timeout_s)
     try:
         return await run_in_threadpool(d.classifiers.accept, direction, raw)
     except CheckpointRejected as exc:

@@ -28,16 +28,17 @@ async def list_policies(request: Request) -> dict:
     "/{direction}",
     dependencies=[Depends(require_token)],
     openapi_extra={"requestBody": CHECKPOINT_BODY},
-    responses={400: {"description": "not a valid checkpoint"}, 409: {"description": "version not newer"},
-               413: {"description": "too large"}, 422: {"description": "spec or direction mismatch"}},
+    responses={400: {"description": "not a valid checkpoint, or the upload broke off"},
+               408: {"description": "the upload stalled for server.body_timeout_s"},
+               409: {"description": "version not newer"}, 413: {"description": "too large"},
+               422: {"description": "spec or direction mismatch"}},
 )
 async def put_policy(request: Request, direction: Direction) -> dict:
     """Accept a new policy for one direction; the running policy stays if anything is wrong."""
     from policies.intake import CheckpointRejected
 
     d = daemon_of(request)
-    limit = int(d.cfg.server.max_checkpoint_mb * 1e6)
-    body = await read_checkpoint_body(request, limit)
+    body = await read_checkpoint_body(request, int(d.cfg.server.max_checkpoint_mb * 1e6), d.cfg.server.body_timeout_s)
     try:
         return jsonable(await run_in_threadpool(d.accept_checkpoint, direction, body))
     except CheckpointRejected as exc:

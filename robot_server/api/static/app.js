@@ -305,7 +305,10 @@ function render(m) {
   text("p-backward", pol(p.backward));
   text("p-swaps", `${p.swaps ?? "–"} / ${p.rejected ?? "–"}`);
   const l = m.learner;
-  text("p-learner", l ? `step ${l.step}, reported ${fmtTime(l.received_at)}` : "no report");
+  const behind = l && l.behind_steps ? Object.values(l.behind_steps).reduce((a, b) => a + b, 0) : 0;
+  const dropped = l && l.dropped ? Object.values(l.dropped).reduce((a, b) => a + b, 0) : 0;
+  text("p-learner", l ? `step ${l.step}, reported ${fmtTime(l.received_at)}`
+    + (behind || dropped ? `; behind ${behind} steps, ${dropped} dropped` : "") : "no report");
 
   text("arm-pos", arm.position ? arm.position.map((v) => v.toFixed(3)).join(", ") : null);
   text("arm-gripper", arm.gripper_width !== undefined
