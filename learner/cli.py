@@ -166,6 +166,9 @@ def train_sim(
     backward_positives: Annotated[
         str, typer.Option(help="sim C_b positives: all_forward (MEDALPP.md) | pre_goal (forward-demo frames before the goal hold)")
     ] = "all_forward",
+    backward_reward: Annotated[
+        str | None, typer.Option(help="sim backward reward: neg_log_1mp (MEDALPP.md, >= 0) | log_p (bounded, <= 0)")
+    ] = None,
     jitter_m: Annotated[float, typer.Option(help="start jitter of the cube, m")] = 0.05,
     jitter_yaw_deg: Annotated[float, typer.Option(help="start yaw jitter of the cube, deg")] = 45.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -189,6 +192,7 @@ def train_sim(
             eval_episodes=eval_episodes, seed_steps=seed_steps, preset=preset, start_jitter_m=jitter_m,
             start_jitter_yaw_deg=jitter_yaw_deg, device=device, bc_forward=_schedule("--bc-forward", bc_forward),
             bc_backward=_schedule("--bc-backward", bc_backward), backward_positives=backward_positives,
+            backward_reward=backward_reward,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

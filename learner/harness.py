@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from learner.classifier import REWARD_KINDS
 from learner.core import LearningCore
 from learner.routing import other
 from learner.settings import Settings
@@ -76,6 +77,7 @@ class HarnessConfig:
     bc_forward: tuple[float, float, int, int] | None = None  # None: MEDALPP.md's sim schedule (1 -> 0.1, 10k -> 50k)
     bc_backward: tuple[float, float, int, int] | None = None  # None: off, as MEDALPP.md's sim setting (ablation)
     backward_positives: str = "all_forward"  # "all_forward" (MEDALPP.md sim) | "pre_goal" (ablation)
+    backward_reward: str | None = None  # None: MEDALPP.md's sim reward (neg_log_1mp); "log_p" bounds it <= 0 (ablation)
     bc_batch_size: int = 256  # bc method: demo rows per step
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
@@ -85,6 +87,8 @@ class HarnessConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.backward_positives not in BACKWARD_POSITIVES:
             raise ValueError(f"backward_positives must be one of {BACKWARD_POSITIVES}, got {self.backward_positives!r}")
+        if self.backward_reward is not None and self.backward_reward not in REWARD_KINDS:
+            raise ValueError(f"backward_reward must be one of {REWARD_KINDS}, got {self.backward_reward!r}")
         if self.mode not in ("state", "pixels"):
             raise ValueError(f"mode must be 'state' or 'pixels', got {self.mode!r}")
         for name in ("env_steps", "demos", "eval_every", "eval_episodes", "eval_horizon", "phase_steps"):
@@ -163,6 +167,7 @@ class SimHarness:
             capacity=max(hc.env_steps + 1000, 2000),
             backward_positives_initial=hc.initial_positives if hc.method == "fbrl" else 0,
             backward_positives_pre_goal=hc.backward_positives == "pre_goal",
+            backward_reward=base.backward_reward if hc.backward_reward is None else hc.backward_reward,
         )
         if hc.bc_backward is not None:
             s = dataclasses.replace(s, backward=dataclasses.replace(s.backward, bc=tuple(hc.bc_backward)))
