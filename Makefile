@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: demo test lint venv venv-test franka-sim bench clean
+.PHONY: demo test lint venv venv-test franka-sim lerobot bench clean
 
 venv:
 	@bash scripts/setup.sh
@@ -15,6 +15,9 @@ venv-test:
 
 franka-sim:
 	@bash scripts/setup_franka_sim.sh
+
+lerobot:
+	@bash scripts/setup_lerobot_venv.sh
 
 demo: venv
 	$(PY) -m robot_server.demo --minutes $${DEMO_MINUTES:-4}
@@ -37,4 +40,4 @@ bench: venv
 	$(PY) bench/sampling.py
 
 clean:
-	rm -rf $(VENV) .venv-franka-sim data runs .pytest_cache
+	rm -rf $(VENV) .venv-franka-sim .venv-lerobot data runs .pytest_cache

@@ -52,6 +52,11 @@ class Camera(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Restart the device (a camera whose frames stopped) and return at once, without waiting
+        for it: the caller sees frames come back through `read()`. Counted in `stats.resets`."""
+
     @property
     @abc.abstractmethod
     def stats(self) -> CameraStats: ...

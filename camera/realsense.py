@@ -2,7 +2,8 @@
 
 One capture thread per camera keeps only the newest frame; `read()` returns it without waiting.
 When no frame has arrived for `cfg.reset_after_s` the thread recovers on its own (a hardware reset
-and reopen for a device, a reopen for a recording), counts it in `stats.resets` and records why.
+and reopen for a device, a reopen for a recording), counts it in `stats.resets` and records why;
+`reset()` asks it to do the same now.
 Nothing here ever waits for console input.
 
 Several cameras share one `rs.context` per process (librealsense's advice); tests pass their own.
@@ -130,6 +131,7 @@ class RealSenseCamera(Camera):
         self._opened_at = 0.0
         self._index = 0
         self._stop = threading.Event()
+        self._reset = threading.Event()  # reset() asks the capture thread to recover
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the pipeline between connect/close and the thread
 
@@ -163,6 +165,11 @@ class RealSenseCamera(Camera):
         """Seconds since the newest frame arrived (None before the first)."""
         frame = self._latest
         return None if frame is None else now() - frame.timestamp
+
+    def reset(self) -> None:
+        """Hardware-reset and reopen the device (reopen a recording) on the capture thread, which
+        owns the pipeline; returns at once."""
+        self._reset.set()
 
     def close(self) -> None:
         self._stop.set()
@@ -259,6 +266,10 @@ class RealSenseCamera(Camera):
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._reset.is_set():
+                    self._reset.clear()
+                    self._recover("reset requested")
+                    continue
                 if self._pipeline is None:
                     try:
                         self._open()
@@ -283,7 +294,7 @@ class RealSenseCamera(Camera):
                 return
         since = now() - max(self._opened_at, self._stats.last_frame_at or 0.0)
         if since > self._stall_limit():
-            self._recover(since)
+            self._recover(f"no frame for {since:.1f} s")
 
     def _stall_limit(self) -> float:
         limit = self.cfg.reset_after_s
@@ -316,15 +327,15 @@ class RealSenseCamera(Camera):
         s.capture_ms = cost_ms if s.frames == 1 else 0.95 * s.capture_ms + 0.05 * cost_ms
         s.state = "streaming"
 
-    def _recover(self, silent_s: float) -> None:
+    def _recover(self, why: str) -> None:
         s = self._stats
         s.resets += 1
         s.state = "recovering"
         if self.is_playback:
-            self._error(f"no frame for {silent_s:.1f} s from {self._source()}: reopening (reset {s.resets})")
+            self._error(f"{why} ({self._source()}): reopening (reset {s.resets})")
             self._close_pipeline()
             return
-        self._error(f"no frame for {silent_s:.1f} s from {self._source()}: hardware reset (reset {s.resets})")
+        self._error(f"{why} ({self._source()}): hardware reset (reset {s.resets})")
         self._close_pipeline()
         rs = _rs()
         try:

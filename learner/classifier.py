@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from learner.augment import random_shift
 from learner.optim import adam
+from policies.classifier_checkpoint import ClassifierCheckpoint
 from policies.networks import Classifier, NetworkSizes
 from spec.step import ObsSpec
 
@@ -51,6 +52,7 @@ class ClassifierLearner:
         if reward_kind not in REWARD_KINDS:
             raise ValueError(f"reward kind must be one of {REWARD_KINDS}, got {reward_kind!r}")
         self.name = name
+        self.spec, self.sizes = spec, sizes
         self.reward_kind = reward_kind
         self.pixels = spec.mode == "pixels"
         self.device = torch.device(device)
@@ -58,6 +60,10 @@ class ClassifierLearner:
         self.opt = adam(list(self.net.parameters()), lr)
         self.steps = 0
         self.trained_until = -1  # online-buffer serial of the newest frame available at the last step
+
+    def checkpoint(self, version: int) -> ClassifierCheckpoint:
+        """What the daemon scores recorded frames with (the name is the classifier's direction)."""
+        return ClassifierCheckpoint.from_classifier(self.net, self.name, version, self.spec, self.sizes, self.steps)
 
     def _prep(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
         # Frames stay uint8 until the network widens its own views (a quarter of the memory traffic).

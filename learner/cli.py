@@ -135,6 +135,17 @@ def run(
         raise typer.Exit(code)
 
 
+def _schedule(option: str, text: str | None) -> tuple[float, float, int, int] | None:
+    """A λ schedule 'v0,v1,step0,step1'; ValueError naming the option otherwise."""
+    if text is None:
+        return None
+    try:
+        v0, v1, s0, s1 = text.split(",")
+        return float(v0), float(v1), int(s0), int(s1)
+    except ValueError:
+        raise ValueError(f"{option} must be 'v0,v1,step0,step1' (e.g. 1,0.1,10000,50000), got {text!r}") from None
+
+
 @app.command("train-sim")
 def train_sim(
     method: Annotated[str, typer.Option(help="medalpp | fbrl | naive | episodic | bc")] = "medalpp",
@@ -148,6 +159,15 @@ def train_sim(
     preset: Annotated[str | None, typer.Option(help="network sizes: state | sim | robot | tiny")] = None,
     bc_forward: Annotated[
         str | None, typer.Option(help="forward BC-λ schedule 'v0,v1,step0,step1' (default 1,0.1,10000,50000)")
+    ] = None,
+    bc_backward: Annotated[
+        str | None, typer.Option(help="backward BC-λ schedule 'v0,v1,step0,step1' (default: off, as in MEDALPP.md's sim)")
+    ] = None,
+    backward_positives: Annotated[
+        str, typer.Option(help="sim C_b positives: all_forward (MEDALPP.md) | pre_goal (forward-demo frames before the goal hold)")
+    ] = "all_forward",
+    backward_reward: Annotated[
+        str | None, typer.Option(help="sim backward reward: neg_log_1mp (MEDALPP.md, >= 0) | log_p (bounded, <= 0)")
     ] = None,
     jitter_m: Annotated[float, typer.Option(help="start jitter of the cube, m")] = 0.05,
     jitter_yaw_deg: Annotated[float, typer.Option(help="start yaw jitter of the cube, deg")] = 45.0,
@@ -167,14 +187,12 @@ def train_sim(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(threads)
     try:
-        schedule = None
-        if bc_forward is not None:
-            v0, v1, s0, s1 = bc_forward.split(",")
-            schedule = (float(v0), float(v1), int(s0), int(s1))
         hc = HarnessConfig(
             method=method, mode=mode, env_steps=steps, seed=seed, demos=demos, eval_every=eval_every,
             eval_episodes=eval_episodes, seed_steps=seed_steps, preset=preset, start_jitter_m=jitter_m,
-            start_jitter_yaw_deg=jitter_yaw_deg, device=device, bc_forward=schedule,
+            start_jitter_yaw_deg=jitter_yaw_deg, device=device, bc_forward=_schedule("--bc-forward", bc_forward),
+            bc_backward=_schedule("--bc-backward", bc_backward), backward_positives=backward_positives,
+            backward_reward=backward_reward,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -18,6 +18,7 @@ from torch import nn
 from learner.agent import Agent, TorchBatch
 from learner.buffers import Batch, sample_mixed
 from learner.classifier import ClassifierLearner
+from learner.labelled import LabelledFrames
 from learner.routing import Buffers, Router, layout_for
 from learner.schedule import DIRECTIONS, Accounts, CreditSchedule, Work
 from learner.settings import Settings
@@ -48,6 +49,7 @@ class LearningCore:
         # Every agent step samples into these again (no batch-sized allocations per step).
         self.batch, self.bc_batch = Batch.empty(s.batch_size, layout), Batch.empty(s.bc_batch_size, layout)
         self.router = Router(s, spec, self.buffers)
+        self.labelled = LabelledFrames(spec, layout.main_shape, layout.main_dtype)  # operator labels (goal clf)
         self.agents = {d: Agent(s.agent(d), spec, action_spec, s.sizes, device) for d in self.directions}
         clfs = {
             "forward": lambda: ClassifierLearner(
@@ -112,9 +114,16 @@ class LearningCore:
         n = self.settings.clf_batch_size
         metrics = clf.evaluate_fresh(self._tensor(online.fresh_frames(clf.trained_until, n, self.rng)))
         clf.trained_until = online.last_serial
-        pos = self.buffers.positives[d].sample(n, self.rng)
+        labelled = d == "forward" and len(self.labelled) > 0
+        positives = self.buffers.positives[d]
+        pos = self.labelled.positives(positives, n, self.rng) if labelled else positives.sample(n, self.rng)
         neg = online.sample_frames(n, self.rng)
-        return metrics | clf.train_step(self._tensor(pos), self._tensor(neg))
+        if labelled:
+            neg = self.labelled.negatives(neg, self.settings.labelled_negative_share, self.rng)
+        metrics |= clf.train_step(self._tensor(pos), self._tensor(neg))
+        if labelled:
+            metrics |= self.labelled.rates(clf, self.device)
+        return metrics
 
     def agent_step(self, d: str) -> Metrics:
         agent, s = self.agents[d], self.settings

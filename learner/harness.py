@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from learner.classifier import REWARD_KINDS
 from learner.core import LearningCore
 from learner.routing import other
 from learner.settings import Settings
@@ -53,6 +54,7 @@ from spec.step import ObsSpec, policy_input
 log = logging.getLogger(__name__)
 METHODS = ("medalpp", "fbrl", "naive", "episodic", "bc")
 TWO_AGENTS = ("medalpp", "fbrl")
+BACKWARD_POSITIVES = ("all_forward", "pre_goal")
 
 
 @dataclass
@@ -73,6 +75,9 @@ class HarnessConfig:
     seed_steps: int | None = None  # None: MEDALPP.md's sim value (10,000)
     initial_positives: int = 10  # fbrl: first frames of each forward demo (the cube has not moved yet)
     bc_forward: tuple[float, float, int, int] | None = None  # None: MEDALPP.md's sim schedule (1 -> 0.1, 10k -> 50k)
+    bc_backward: tuple[float, float, int, int] | None = None  # None: off, as MEDALPP.md's sim setting (ablation)
+    backward_positives: str = "all_forward"  # "all_forward" (MEDALPP.md sim) | "pre_goal" (ablation)
+    backward_reward: str | None = None  # None: MEDALPP.md's sim reward (neg_log_1mp); "log_p" bounds it <= 0 (ablation)
     bc_batch_size: int = 256  # bc method: demo rows per step
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
@@ -80,6 +85,10 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.backward_positives not in BACKWARD_POSITIVES:
+            raise ValueError(f"backward_positives must be one of {BACKWARD_POSITIVES}, got {self.backward_positives!r}")
+        if self.backward_reward is not None and self.backward_reward not in REWARD_KINDS:
+            raise ValueError(f"backward_reward must be one of {REWARD_KINDS}, got {self.backward_reward!r}")
         if self.mode not in ("state", "pixels"):
             raise ValueError(f"mode must be 'state' or 'pixels', got {self.mode!r}")
         for name in ("env_steps", "demos", "eval_every", "eval_episodes", "eval_horizon", "phase_steps"):
@@ -157,7 +166,11 @@ class SimHarness:
             seed_steps=base.seed_steps if hc.seed_steps is None else hc.seed_steps,
             capacity=max(hc.env_steps + 1000, 2000),
             backward_positives_initial=hc.initial_positives if hc.method == "fbrl" else 0,
+            backward_positives_pre_goal=hc.backward_positives == "pre_goal",
+            backward_reward=base.backward_reward if hc.backward_reward is None else hc.backward_reward,
         )
+        if hc.bc_backward is not None:
+            s = dataclasses.replace(s, backward=dataclasses.replace(s.backward, bc=tuple(hc.bc_backward)))
         if hc.bc_forward is not None:
             s = dataclasses.replace(s, forward=dataclasses.replace(s.forward, bc=tuple(hc.bc_forward)))
         if hc.method == "bc":  # the actor alone, λ = 1 throughout
@@ -233,6 +246,7 @@ class SimHarness:
                 "utd": self.settings.forward.utd,
                 "bc_forward": list(self.settings.forward.bc),
                 "bc_backward": list(self.settings.backward.bc),
+                "backward_positives": self.hc.backward_positives,
                 "backward_learn_alpha": self.settings.backward.learn_alpha,
                 "backward_target_entropy": self.settings.backward.target_entropy_per_dim * self.env.space.dim,
                 "clf_every": {"forward": self.settings.clf_forward_every, "backward": self.settings.clf_backward_every},

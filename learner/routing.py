@@ -148,6 +148,8 @@ class Router:
             pos["forward"].add(main[-FORWARD_POSITIVE_LAST:])
             if initial > 0:
                 pos["backward"].add(main[:initial])
+            elif self.settings.backward_positives_pre_goal:
+                pos["backward"].add(main[:-FORWARD_POSITIVE_LAST])
             else:
                 pos["backward"].add(main if self.settings.backward_positives_all_forward else main[:BACKWARD_POSITIVE_FIRST])
         elif not self.settings.backward_positives_all_forward and initial == 0:

@@ -70,6 +70,7 @@ class Settings:
     demo_rows: int
     bc_batch_size: int
     clf_batch_size: int  # negatives and positives per classifier step, each (MEDALPP.md: 256)
+    labelled_negative_share: float  # of the goal classifier's negatives, from operator not-goal frames
     seed_steps: int
     capacity: int
     forward: AgentSettings
@@ -83,12 +84,16 @@ class Settings:
     backward_positives_all_forward: bool  # sim: backward classifier positives = all forward-demo frames
     backlog_steps: int  # most agent steps (env steps' worth of updates) ever owed; the rest are dropped
     push_every: int
+    push_classifier_every: int  # classifier steps between pushes of that classifier to the daemon
     save_every: int
     poll_s: float
     tail_open: bool
     # FBRL baseline (bench/learning.py): if > 0, the backward classifier's positives are only the
     # first this-many frames of each forward demo (the initial-state distribution), nothing else.
     backward_positives_initial: int = 0
+    # Ablation (bench/learning.py, README "Does it learn?"): sim C_b positives = the forward demos'
+    # frames before their goal hold, so the goal itself is not what the backward agent is paid for.
+    backward_positives_pre_goal: bool = False
 
     def agent(self, direction: str) -> AgentSettings:
         return self.forward if direction == "forward" else self.backward
@@ -139,6 +144,7 @@ class Settings:
             # rows (64 robot / 32 sim), as it costs an extra encoder pass; learner.bc_batch_size overrides.
             bc_batch_size=lc.bc_batch_size or max(demo_rows, 1),
             clf_batch_size=lc.clf_batch_size,
+            labelled_negative_share=lc.labelled_negative_share,
             seed_steps=d["seed_steps"] if lc.seed_steps is None else lc.seed_steps,
             capacity=lc.capacity,
             forward=agent("forward", lc.bc_forward, learn_alpha=False),
@@ -152,6 +158,7 @@ class Settings:
             backward_positives_all_forward=sim,
             backlog_steps=backlog,
             push_every=lc.push_every,
+            push_classifier_every=lc.push_classifier_every,
             save_every=lc.save_every,
             poll_s=lc.poll_s,
             tail_open=lc.tail_open,

@@ -1,4 +1,4 @@
-"""`learner run`'s driver: tail the store, feed the learning core, push policies, save state.
+"""`learner run`'s driver: tail the store, feed the learning core, push policies and classifiers, save state.
 
 The learning itself (agents, classifiers, buffers, demo routing, the credit schedule) is
 learner/core.py's, shared with the synchronous sim harness (learner/harness.py); the schedule's
@@ -9,7 +9,9 @@ stay responsive. A slow learner's backlog is capped at `Settings.backlog_steps`
 (= learner.max_updates_per_step × session.phase_steps) agent steps; the excess is dropped and counted.
 
 The BC weight λ follows env steps collected (the store's practice-step count), the clock
-MEDALPP.md's schedules are written in; policy versions are the agent's update count.
+MEDALPP.md's schedules are written in; policy versions are the agent's update count, classifier
+versions the classifier's step count (pushed every `learner.push_classifier_every` steps, for the
+daemon's review page).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from spec.step import ObsSpec
 log = logging.getLogger(__name__)
 
 EVAL_SCAN_S = 30.0  # how often to look for new eval verdicts in the store
+LABEL_SCAN_S = 5.0  # how often to look for new operator labels (an operator waits for their effect)
 
 
 class LearnerError(RuntimeError):
@@ -76,7 +79,7 @@ class Trainer:
         transport: httpx.BaseTransport | None = None,
         tensorboard: bool = True,
         seed: int | None = None,
-        push_backoff_cap_s: float = 30.0,
+        push_backoff_cap_s: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.settings = Settings.from_config(cfg, mode)
@@ -91,8 +94,9 @@ class Trainer:
         self._token = token or cfg.server.token
         self._tensorboard = tensorboard
         self._last_eval_scan = -math.inf
+        self._last_label_scan = -math.inf
         self._eval_logged: dict[int, int] = {}  # version -> eval episodes logged
-        self._backoff_cap = push_backoff_cap_s
+        self._backoff_cap = cfg.learner.push_retry_max_s if push_backoff_cap_s is None else push_backoff_cap_s
         self.ready = False
         self.spec: ObsSpec | None = None
         self.core: LearningCore | None = None
@@ -146,7 +150,8 @@ class Trainer:
         keys = self.spec.keys() + ["action", "policy_version", "intervention"]
         self.tail = StoreTail(self.store_path, keys, include_open=self.settings.tail_open, keep=self.settings.capacity)
         self.core = LearningCore(self.settings, self.spec, self.action_spec, self.device, self.rng)
-        self.pusher = Pusher(self.server, self._token, transport=self._transport, backoff_cap_s=self._backoff_cap)
+        self.pusher = Pusher(self.server, self._token, timeout_s=self.cfg.learner.push_timeout_s,
+                             transport=self._transport, backoff_cap_s=self._backoff_cap)
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -175,8 +180,30 @@ class Trainer:
             self.core.ingest(c)
             new += len(c)
         self.core.credit()
+        if new:
+            self._log_backlog()
         self._log_eval_success()
+        self._read_labels()
         return new
+
+    def _read_labels(self) -> None:
+        """Operator labels from the store's event log into the goal classifier's data; the classifier's
+        FP/FN rates on the labelled set are logged at once (and again at each classifier step)."""
+        reader = self.tail.reader
+        if self.core is None or reader is None or time.monotonic() - self._last_label_scan < LABEL_SCAN_S:
+            return
+        self._last_label_scan = time.monotonic()
+        labelled = self.core.labelled
+        try:
+            changed = labelled.update(reader)
+        except (StoreError, OSError) as exc:
+            log.warning("reading operator labels failed (%s)", exc)
+            return
+        if changed:
+            log.info("operator labels: %d goal, %d not-goal frames%s", len(labelled.goal), len(labelled.not_goal),
+                     f"; skipped {labelled.skipped}" if labelled.skipped else "")
+            if "forward" in self.classifiers and len(labelled):
+                self._log(labelled.rates(self.classifiers["forward"], self.device))
 
     def _log_eval_success(self) -> None:
         """Forward success per policy version, from the eval sessions the daemon stored (TensorBoard
@@ -199,6 +226,32 @@ class Trainer:
     def owed(self) -> dict[str, int]:
         return self.core.owed() if self.ready and self.core else {}
 
+    def backlog(self) -> dict[str, Any]:
+        """How far behind the store the learner is, per direction: agent steps owed (env steps
+        collected but not trained on yet), steps given up for good by the backlog cap
+        (learner.max_updates_per_step) since the first start, and steps held in RAM (rings of
+        `capacity` steps: memory stays bounded however far behind training falls)."""
+        if not self.ready or self.core is None:
+            return {}
+        owed = self.owed()
+        return {
+            "behind_steps": {d: owed[f"agent/{d}"] for d in self.agents},
+            "dropped": {d: self.accounts.dropped[d] for d in self.agents},
+            "buffered": {d: len(self.buffers.online[d]) for d in self.agents},
+            "capacity": self.settings.capacity,
+        }
+
+    def _log_backlog(self) -> None:
+        """The backlog to TensorBoard and the daemon, also while no update runs (then nothing else reports)."""
+        backlog = self.backlog()
+        step = sum(a.updates for a in self.agents.values())
+        if self.writer is not None:
+            for d in self.agents:
+                self.writer.add_scalar(f"backlog/{d}_behind_steps", backlog["behind_steps"][d], step)
+                self.writer.add_scalar(f"backlog/{d}_dropped", backlog["dropped"][d], step)
+        if self.pusher is not None:
+            self.pusher.report(step, self._shown_metrics(step), backlog)
+
     # --- work ---
     def train_once(self) -> dict[str, float] | None:
         """One classifier step or one agent step (learner/schedule.py picks which); None if idle."""
@@ -208,6 +261,8 @@ class Trainer:
         if done is None:
             return None
         work, metrics = done
+        if work.kind == "classifier" and self.classifiers[work.direction].steps % self.settings.push_classifier_every == 0:
+            self.push_classifier(work.direction)
         if work.kind == "agent":
             if self.agents[work.direction].updates % self.settings.push_every == 0:
                 self.push(work.direction)
@@ -223,6 +278,12 @@ class Trainer:
         self.pusher.submit(agent.checkpoint(version=agent.updates, step=agent.updates))
         self.accounts.pushed[d] = agent.updates
 
+    def push_classifier(self, d: str) -> None:
+        """Queue the classifier for the daemon (it scores recorded frames for the review page)."""
+        clf = self.classifiers[d]
+        if self.pusher is not None:
+            self.pusher.submit(clf.checkpoint(version=clf.steps))
+
     def _log(self, metrics: dict[str, float]) -> None:
         self.last_metrics |= metrics
         step = sum(a.updates for a in self.agents.values())
@@ -230,9 +291,12 @@ class Trainer:
             for k, v in metrics.items():
                 self.writer.add_scalar(k, v, step)
         if self.pusher is not None:
-            shown = {k: float(v) for k, v in self.last_metrics.items() if math.isfinite(float(v))}
-            shown |= {"updates": step, "env_steps": self.router.env_steps}
-            self.pusher.report(step, dict(sorted(shown.items())[:190]))
+            self.pusher.report(step, self._shown_metrics(step), self.backlog())
+
+    def _shown_metrics(self, step: int) -> dict[str, float]:
+        shown = {k: float(v) for k, v in self.last_metrics.items() if math.isfinite(float(v))}
+        shown |= {"updates": step, "env_steps": self.router.env_steps}
+        return dict(sorted(shown.items())[:190])
 
     def status(self) -> dict[str, Any]:
         if not self.ready:
@@ -246,6 +310,7 @@ class Trainer:
             "classifier_steps": {d: c.steps for d, c in self.classifiers.items()},
             "owed": self.owed(),
             "dropped": dict(self.accounts.dropped),
+            "behind_steps": self.backlog()["behind_steps"],
             "pushed": dict(self.pusher.status.pushed) if self.pusher else {},
             "push_failures": self.pusher.status.failures if self.pusher else 0,
         }

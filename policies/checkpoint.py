@@ -116,18 +116,13 @@ class PolicyCheckpoint:
     @classmethod
     def from_bytes(cls, data: bytes) -> PolicyCheckpoint:
         meta = read_metadata(data)
-        try:
-            tensors = st_load(bytes(data))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # safetensors' own errors, and a Rust panic (a BaseException)
-            raise CheckpointError(f"not a readable safetensors file: {exc}") from None
-        version = _field(meta, "version", int)
-        step = _field(meta, "step", int)
-        obs_spec = _field(meta, "obs_spec", ObsSpec.from_json)
-        action_spec = _field(meta, "action_spec", json.loads)
-        sizes = _field(meta, "network", lambda s: NetworkSizes.from_dict(json.loads(s)))
-        _field(meta, "action_spec", lambda s: action_dim(json.loads(s)))
+        tensors = load_tensors(data)
+        version = meta_field(meta, "version", int)
+        step = meta_field(meta, "step", int)
+        obs_spec = meta_field(meta, "obs_spec", ObsSpec.from_json)
+        action_spec = meta_field(meta, "action_spec", json.loads)
+        sizes = meta_field(meta, "network", lambda s: NetworkSizes.from_dict(json.loads(s)))
+        meta_field(meta, "action_spec", lambda s: action_dim(json.loads(s)))
         if version < 0:
             raise CheckpointError(f"version must be >= 0, got {version}")
         if meta["direction"] not in DIRECTIONS:
@@ -149,15 +144,29 @@ class PolicyCheckpoint:
         )
 
 
-def _field(meta: dict[str, str], name: str, parse: Any) -> Any:
+def load_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors blob, parsed by safetensors only (never unpickled)."""
+    try:
+        return st_load(bytes(data))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # safetensors' own errors, and a Rust panic (a BaseException)
+        raise CheckpointError(f"not a readable safetensors file: {exc}") from None
+
+
+def meta_field(meta: dict[str, str], name: str, parse: Any) -> Any:
+    """`parse(meta[name])`, or a CheckpointError naming the field."""
     try:
         return parse(meta[name])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint metadata {name!r} is invalid ({meta.get(name)!r:.80}): {exc}") from None
 
 
-def read_metadata(data: bytes) -> dict[str, str]:
-    """The `__metadata__` of a safetensors blob (header: u64 little-endian length, then JSON)."""
+def read_metadata(
+    data: bytes, fmt: str = FORMAT, required: tuple[str, ...] = _REQUIRED, what: str = "policy"
+) -> dict[str, str]:
+    """The `__metadata__` of a safetensors blob (header: u64 little-endian length, then JSON), checked
+    for the format tag `fmt` and the `required` keys (a policy checkpoint's by default)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CheckpointError(f"checkpoint must be bytes, got {type(data).__name__}")
     if len(data) < 8:
@@ -171,10 +180,10 @@ def read_metadata(data: bytes) -> dict[str, str]:
         raise CheckpointError(f"not a safetensors file: header is not JSON ({exc})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict):
-        raise CheckpointError("safetensors file has no __metadata__: not a policy checkpoint")
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
-    missing = [k for k in _REQUIRED if k not in meta]
+        raise CheckpointError(f"safetensors file has no __metadata__: not a {what} checkpoint")
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"format is {meta.get('format')!r}, expected {fmt!r}")
+    missing = [k for k in required if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint metadata is missing {missing}")
     return meta
@@ -189,6 +198,11 @@ def _check_tensors(
             expected = {k: v.shape for k, v in Policy(obs_spec, action_dim(action_spec), sizes).state_dict().items()}
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"cannot build a policy from the metadata: {exc}") from None
+    check_tensor_shapes(tensors, expected)
+
+
+def check_tensor_shapes(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> None:
+    """The tensors are exactly the expected names, shapes and float32, or a CheckpointError says which is not."""
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing:

@@ -8,6 +8,7 @@ on the low-dimensional state vector, so the actor and critic code is the same in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +277,8 @@ class Classifier(nn.Module):
 
     In state mode the two convolutions are absent and the trunk reads the state vector.
     `channels` selects the views it looks at, as indices into the stacked image channels.
+    `norm` applies the spectral norm to a layer; the checkpoint check passes a shape-only stand-in
+    (policies/classifier_checkpoint.py).
     """
 
     def __init__(
@@ -283,6 +286,7 @@ class Classifier(nn.Module):
         spec: ObsSpec,
         sizes: NetworkSizes,
         cameras: list[str] | None = None,
+        norm: Callable[[nn.Module], nn.Module] = spectral_norm,
     ) -> None:
         super().__init__()
         self.mode = spec.mode
@@ -299,9 +303,9 @@ class Classifier(nn.Module):
             self._channel_range = (idx[0], len(idx)) if contiguous else None
             ch = sizes.encoder_channels
             self.encoder = nn.Sequential(
-                spectral_norm(_init_conv(nn.Conv2d(len(idx), ch, 3, stride=2))),
+                norm(_init_conv(nn.Conv2d(len(idx), ch, 3, stride=2))),
                 nn.ReLU(),
-                spectral_norm(_init_conv(nn.Conv2d(ch, ch, 3, stride=2))),
+                norm(_init_conv(nn.Conv2d(ch, ch, 3, stride=2))),
                 nn.ReLU(),
                 nn.Flatten(),
             )
@@ -311,14 +315,14 @@ class Classifier(nn.Module):
             self.encoder = nn.Sequential(nn.Flatten())
             in_dim = int(spec.state_dim or 0)
         self.trunk = nn.Sequential(
-            spectral_norm(_init_linear(nn.Linear(in_dim, sizes.feature_dim))),
+            norm(_init_linear(nn.Linear(in_dim, sizes.feature_dim))),
             nn.LayerNorm(sizes.feature_dim),
             nn.Tanh(),
         )
         self.head = nn.Sequential(
-            spectral_norm(_init_linear(nn.Linear(sizes.feature_dim, sizes.hidden_dim))),
+            norm(_init_linear(nn.Linear(sizes.feature_dim, sizes.hidden_dim))),
             nn.ReLU(),
-            spectral_norm(_init_linear(nn.Linear(sizes.hidden_dim, 1))),
+            norm(_init_linear(nn.Linear(sizes.hidden_dim, 1))),
         )
 
     def select(self, obs: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from replay.chunks import ChunkedArray
 from replay.event_log import EventLogReader
 from replay.schema import (
     EPISODES,
@@ -44,6 +45,7 @@ class ReplayReader:
         self._store = LocalStore(self.path, read_only=True) if self.path.is_dir() else None
         self._closed: dict[str, EpisodeInfo] = {}  # closed episodes never change
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._direct: dict[tuple[str, str], ChunkedArray | None] = {}  # None: read with zarr
         self._meta: dict[str, Any] = {}
         self._specs: dict[str, ArraySpec] = {}
         self._event_log = EventLogReader(self.path)
@@ -65,6 +67,7 @@ class ReplayReader:
         self._meta = attrs
         self._specs = array_specs(attrs)
         self._arrays.clear()
+        self._direct.clear()
 
     def episodes(self, include_open: bool = False) -> list[EpisodeInfo]:
         """Episodes sorted by id; open ones (with their committed length) only if asked."""
@@ -118,7 +121,7 @@ class ReplayReader:
         start = min(int(start), stop)
         if start == stop:
             return {k: np.empty((0, *self._specs[k].shape), self._specs[k].dtype) for k in keys}
-        return self._guarded(episode_id, lambda: {k: self._array(episode_id, k, stop)[start:stop] for k in keys})
+        return self._guarded(episode_id, lambda: {k: self._slice(episode_id, k, start, stop) for k in keys})
 
     def read_steps(
         self, episode_id: str, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
@@ -164,6 +167,19 @@ class ReplayReader:
         info = self._closed.get(episode_id)
         return info.length if info is not None else int(self._attrs(episode_id)["length"])
 
+    def _slice(self, episode_id: str, key: str, start: int, stop: int) -> np.ndarray:
+        """Steps [start, stop) of one array: from its chunk files if replay.chunks reads its layout
+        (a chunk's layout never changes as the array grows, so the handle is kept), else via zarr."""
+        k = (episode_id, key)
+        if k not in self._direct:
+            self._direct[k] = ChunkedArray.open(self.path / EPISODES / episode_id / key)
+            while len(self._direct) > ARRAY_CACHE:
+                del self._direct[next(iter(self._direct))]
+        direct = self._direct[k]
+        if direct is not None:
+            return direct.read(start, stop)
+        return self._array(episode_id, key, stop)[start:stop]
+
     def _array(self, episode_id: str, key: str, need: int) -> zarr.Array:
         arr = self._arrays.pop((episode_id, key), None)
         if arr is None or arr.shape[0] < need:  # handle opened before the writer grew the array
@@ -190,5 +206,6 @@ class ReplayReader:
         if out is None or before != after:
             self._closed.pop(episode_id, None)
             self._arrays = {k: v for k, v in self._arrays.items() if k[0] != episode_id}
+            self._direct = {k: v for k, v in self._direct.items() if k[0] != episode_id}
             raise KeyError(f"episode {episode_id} was deleted while it was being read")
         return out

@@ -5,13 +5,21 @@
     replay video  EPISODE --config ... --out ep.mp4 [--learner-run runs/learner]
     replay scores EPISODE --config ... --learner-run runs/learner --out scores.csv
     replay rerun  EPISODE --config ... --checkpoint data/policies/forward.safetensors [--out rerun.csv]
+    replay sim    STORE EPISODE [--config sim] [--out divergence.csv] [--plot divergence.png]
+    replay report STORE -o data/reports [--learner-run runs/learner [--config ...]]
+    replay export STORE --format lerobot -o data/lerobot [--kinds demo,practice] [--episodes 4,7] [--force]
 
 The store may be read while the daemon writes it (readers only see committed steps).
+
+`replay sim` takes the store as a positional path (issue 11: it is often a store copied off the
+robot, with no matching config on this machine); its `--config` chooses the sim world to replay
+in (default: the packaged sim config), not the store. See replay_tools/resim.py.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +27,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from replay.store import ReplayReader
+from replay.store import ReplayReader, StoreError
+from replay_tools.learner_figures import learner_figures
+from replay_tools.report import gather
+from replay_tools.timeline import ReportError, read_timeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline replay and debugging tools.")
 console = Console()
@@ -240,6 +251,142 @@ def rerun(
             for i in range(e.length):
                 w.writerow([i, int(data["policy_version"][i]), *logged[i].round(5), *rerun_actions[i].round(5)])
         console.print(f"wrote {out}")
+
+
+def _read_committed(reader: ReplayReader, episode: str, keys: list[str]) -> dict[str, np.ndarray]:
+    """The episode's committed steps of `keys`, one key at a time so a bad chunk is named."""
+    out = {}
+    for key in keys:
+        try:
+            out[key] = reader.read(episode, keys=[key])[key]
+        except KeyError as exc:  # deleted while we read
+            raise typer.BadParameter(str(exc.args[0]), param_hint="EPISODE") from None
+        except (RuntimeError, ValueError, OSError) as exc:  # what zarr's codecs raise on a corrupt chunk
+            raise typer.BadParameter(f"episode {episode}: cannot read {key!r} (corrupt chunk?): {exc}",
+                                     param_hint="STORE") from None
+    return out
+
+
+@app.command("sim")
+def resim(
+    store: Path = typer.Argument(..., help="the replay store (directory)"),
+    episode: str = typer.Argument(..., help="episode id, e.g. 000004"),
+    config: Path = typer.Option(Path("sim"), "--config", "-c",
+                                help="the sim world: a YAML file or a packaged config (sim)"),
+    out: Path | None = typer.Option(None, help="CSV of the per-step divergence"),
+    plot: Path | None = typer.Option(None, help="PNG of the divergence and the top-down paths (needs matplotlib)"),
+    every: int = typer.Option(0, min=0, help="table row every N steps (0: about 15 rows)"),
+) -> None:
+    """Re-execute the episode's logged actions on the sim arm from its logged start state and
+    report the divergence per step: end-effector path and object pose, sim vs log."""
+    from replay_tools.resim import ResimError, divergence_table, resimulate, write_csv
+
+    if not (store / "zarr.json").is_file():
+        raise typer.BadParameter(f"no replay store at {store}", param_hint="STORE")
+    try:
+        reader = ReplayReader(store)
+    except StoreError as exc:
+        raise typer.BadParameter(str(exc), param_hint="STORE") from None
+    e = _episode(reader, episode)
+    if e.length == 0:
+        raise typer.BadParameter(f"episode {episode} has no steps", param_hint="EPISODE")
+    keys = [k for k in ("obs/proprio", "obs/state", "action", "timestamp") if k in reader.keys]
+    data = _read_committed(reader, e.id, keys)
+    cfg = _cfg(config)
+    try:
+        div, overridden = resimulate(cfg, reader.meta, data)
+    except ResimError as exc:
+        raise typer.BadParameter(f"episode {episode}: {exc}", param_hint="EPISODE") from None
+
+    backend = (reader.meta.get("extra") or {}).get("arm_backend")
+    where = f", logged on the {backend} arm" if backend else ""
+    state = "" if e.closed else ", still being written: committed steps only"
+    console.print(f"episode {e.id} ({e.kind} {e.direction}, {e.length} steps{where}{state}) "
+                  f"replayed in the sim (config {config}): {len(data['action']) - 1} actions")
+    for line in overridden:
+        console.print(f"  from the store, as the daemon used it: {line}")
+    if div.errors()["ee_yaw_err_deg"] is None:
+        console.print("end-effector yaw divergence unavailable: the action space has no yaw, so it was not logged")
+    if div.object_note:
+        console.print(f"object divergence unavailable: {div.object_note}")
+    console.print(divergence_table(div, every))
+    if out is not None:
+        write_csv(div, out)
+        console.print(f"wrote {out}")
+    if plot is not None:
+        from replay_tools.divergence_plot import PlotUnavailable, plot_divergence
+
+        try:
+            plot_divergence(div, plot, f"episode {e.id} ({e.kind} {e.direction}): sim vs log")
+        except PlotUnavailable as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plot") from None
+        console.print(f"wrote {plot}")
+
+
+@app.command()
+def report(
+    store: Path = typer.Argument(..., help="the replay store directory, e.g. data/sim.zarr"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for index.html, its PNGs and report.json"),
+    learner_run: Path | None = typer.Option(
+        None, exists=True, file_okay=False,
+        help="learner run dir: its classifiers' TensorBoard scalars and (with --config) goal scores of the evals"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="robot config (to load the learner's classifiers)"),
+) -> None:
+    """The operator's morning report: eval success per policy version, interventions and human minutes
+    per practice hour, recoveries, help requests, tick health, checkpoint swaps, classifier scores and
+    the labelled set's false positives/negatives, as HTML with PNG plots and report.json."""
+    from replay_tools.page import write_report  # matplotlib: only this command needs it
+
+    try:
+        timeline = read_timeline(store)
+    except ReportError as exc:
+        raise typer.BadParameter(str(exc), param_hint="STORE") from None
+    labelled = [s.info.id for s in timeline.of_kind("eval") if s.info.closed and s.info.success is not None]
+    figures = gather(timeline, learner_figures(learner_run, None if config is None else _cfg(config), store, labelled))
+    try:
+        index = write_report(figures, out)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write the report into {out}: {exc}", param_hint="--out") from None
+    missing = [name for name, sec in figures["sections"].items() if not sec["recorded"]]
+    if missing:
+        console.print("not recorded: " + ", ".join(missing))
+    print(index)
+
+
+@app.command()
+def export(
+    store: Path = typer.Argument(..., help="the replay store directory, e.g. data/sim.zarr"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for the dataset (must be empty, or --force)"),
+    fmt: str = typer.Option("lerobot", "--format", help="lerobot: a LeRobotDataset (codebase v3.0)"),
+    kinds: str = typer.Option("demo,practice", help="comma-separated episode kinds: demo, practice, eval"),
+    episodes: str | None = typer.Option(None, help="comma-separated episode ids (default: every closed one)"),
+    task: str = typer.Option("push the cube", help="task text; each episode's is '<task> <direction>'"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty output directory"),
+) -> None:
+    """Closed episodes as a dataset for other learners: camera views, proprio, sim state, actions,
+    and per frame reward, success, intervention and policy version (replay_tools/lerobot_export.py)."""
+    if fmt != "lerobot":
+        raise typer.BadParameter(f"unknown format {fmt!r}; the one format is 'lerobot'", param_hint="--format")
+    from replay.schema import KINDS
+    from replay_tools.lerobot_export import ExportError, export_lerobot  # pyarrow: only this command
+
+    chosen = [k.strip() for k in kinds.split(",") if k.strip()]
+    bad = [k for k in chosen if k not in KINDS]
+    if bad or not chosen:
+        raise typer.BadParameter(f"kinds must be some of {', '.join(KINDS)}; got {kinds!r}", param_hint="--kinds")
+    wanted = None if episodes is None else [e for e in episodes.split(",") if e.strip()]
+    try:
+        summary = export_lerobot(store, out, chosen, wanted, task=task, force=force)
+    except ExportError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param) from None
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write the dataset into {out}: {exc}", param_hint="--out") from None
+    by_kind = Counter(e["kind"] for e in summary.episodes)
+    console.print(f"wrote {out}: {len(summary.episodes)} episodes ("
+                  + ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
+                  + f"), {summary.frames} frames, views {', '.join(summary.cameras)}")
+    if summary.skipped_open:
+        console.print(f"skipped {', '.join(summary.skipped_open)}: still being written")
 
 
 if __name__ == "__main__":

@@ -108,8 +108,14 @@ def _make_server(daemon):
         where = "on loopback" if is_loopback(server.host) else f"on {server.host}, as server.read_access says"
         log.log(logging.INFO if is_loopback(server.host) else logging.WARNING,
                 "reads (status, cameras, episodes, telemetry) are open without the token %s", where)
+    # Every connection has a time limit, so a learner or browser that vanishes (a network cut, a
+    # killed process) never holds the server: idle keep-alive connections close after 5 s, a
+    # WebSocket whose client stops answering pings closes after 20 + 20 s, a checkpoint upload that
+    # stalls gets 408 (server.body_timeout_s), and a stop waits at most 5 s for open requests and
+    # streams (MJPEG) before closing them.
     ucfg = uvicorn.Config(
-        create_app(daemon), host=server.host, port=server.port, log_level="warning", lifespan="on"
+        create_app(daemon), host=server.host, port=server.port, log_level="warning", lifespan="on",
+        timeout_keep_alive=5, ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(ucfg)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from camera.base import Camera
 from replay.store import ReplayWriter, StoreMeta
+from robot_server.classifier_slots import ClassifierSlots
 from robot_server.devices import Devices, build_devices
 from robot_server.loop import ControlLoop
 from robot_server.modes import DemoSource, Mode
@@ -93,6 +94,8 @@ class Daemon:
             raise
         self.recorder = Recorder(self.writer)
         self.policies = PolicySlots(cfg.server.checkpoint_dir)
+        # The learner's classifiers, for scoring recorded frames on the review page (never the tick).
+        self.classifiers = ClassifierSlots(cfg.server.checkpoint_dir, self.store_meta.obs_spec())
         self.keyboard = KeyboardTeleop(self.space)
         self.spacemouse = (
             SpaceMouseReader(cfg.teleop.spacemouse, self.space) if cfg.teleop.spacemouse.enabled else None
@@ -107,6 +110,7 @@ class Daemon:
             teleops=teleops,
             task=self.devices.task,
             expert=self.devices.expert,
+            cameras=self.devices.cameras,
         )
         state_source = self.devices.state_vector if self.devices.state_dim else None
         self.observer = Observer(
@@ -142,6 +146,7 @@ class Daemon:
         if self.spacemouse is not None:
             self.spacemouse.start()
         self._restore_policies()
+        self.classifiers.restore()
         self.loop.start()
         if self.cfg.control.status_line:
             self._status_thread = threading.Thread(target=self._print_status, name="status-line", daemon=True)
@@ -187,7 +192,9 @@ class Daemon:
             "spacemouse": None if self.spacemouse is None else self.spacemouse.status(),
             "keyboard": self.keyboard.status(),
         }
-        st["learner"] = self.learner_report
+        report = self.learner_report
+        # Its age tells the operator the learner went quiet (it reports every few seconds while it runs).
+        st["learner"] = None if report is None else report | {"age_s": round(time.time() - report["received_at"], 1)}
         st["control_loop_alive"] = self.loop.running
         return st
 

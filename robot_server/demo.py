@@ -134,6 +134,8 @@ def main(
 
         end = time.monotonic() + minutes * 60
         first: dict | None = None  # the eval of the first forward policy the learner pushed
+        tick_p99: list[float] = []  # the loop's period error p99 (last 3,000 ticks) at each progress line
+        tick: dict = {}
         while time.monotonic() < end:
             time.sleep(10)
             if daemon.poll() is not None:
@@ -148,10 +150,17 @@ def main(
                 typer.echo(f"(status unavailable: {exc})")
                 continue
             typer.echo(_progress(st, end - time.monotonic()))
+            tick = st.get("tick") or tick
+            if "period_error_ms_p99" in tick:
+                tick_p99.append(float(tick["period_error_ms_p99"]))
             if first is None and ((st.get("policies") or {}).get("forward") or {}).get("version"):
                 first = _evaluate_between_practice(base, headers, eval_episodes, eval_horizon, resume=True)
         last = _evaluate_between_practice(base, headers, eval_episodes, eval_horizon, resume=False)
         _print_success(first, last)
+        if tick_p99:
+            # The learner runs niced on one thread beside the loop: this says whether the loop kept its budget.
+            typer.echo(f"control loop while the learner trained: period error p99 {max(tick_p99):.2f} ms "
+                       f"(worst 3,000-tick window), {tick.get('late', 0)} late of {tick.get('ticks', 0)} ticks")
     finally:
         _stop(learner, "learner")
         _stop(daemon, "daemon")

@@ -10,14 +10,15 @@ still. During a hold the arm is held (teleop) or the expert goes on (it holds st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from arm.base import ArmMode, ArmState
 from robot_server.modes import DemoSource, Stage
-from robot_server.observation import Observation
+from robot_server.observation import Observation, Stale
+from robot_server.stale import StaleFrames
 from robot_server.tick import CommandError, Decision, ModeContext
 from spec.direction import Direction
 from spec.goal import GOAL_HOLD_STEPS
@@ -32,6 +33,10 @@ class Demo:
     steps: int = 0
     stage: Stage = Stage.RECORDING
     held: int = 0  # consecutive recorded steps at the goal (sim), or of the hold so far (robot)
+    frames: StaleFrames = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.frames = StaleFrames(self.ctx, None)
 
     def begin(self) -> None:
         ctx = self.ctx
@@ -47,14 +52,21 @@ class Demo:
     def hold_steps_left(self) -> int:
         return max(0, GOAL_HOLD_STEPS - self.held)
 
-    def tick(self, state: ArmState, obs: Observation | None) -> Decision:
+    def tick(self, state: ArmState, obs: Observation | None, stale: Stale | None) -> Decision:
         ctx = self.ctx
         if self.stage == Stage.HOMING:
             if not ctx.homing.done(state):
                 return Decision(None, source="homing")
             self._begin_recording()
-        if state.mode != ArmMode.READY or obs is None:
-            return Decision(None)  # hold; the demo goes on when the arm and cameras are back
+        if state.mode != ArmMode.READY:
+            return Decision(None)  # hold; the demo goes on when the arm is back
+        if obs is None:
+            assert stale is not None
+            # Hold and store nothing; the demo goes on at the next fresh frame (robot_server.stale).
+            if self.frames.late(stale):
+                self.frames.reset(stale)
+            return Decision(None, source="stale_frames")
+        self.frames.fresh()
         if self.source == DemoSource.EXPERT:
             assert ctx.expert is not None
             action, src = ctx.expert.act(self.direction), "expert"
@@ -123,7 +135,7 @@ class Demo:
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"direction": self.direction, "source": self.source.value, "steps": self.steps,
-                               "stage": self.stage.value}
+                               "stage": self.stage.value, **self.frames.summary()}
         if self.stage == Stage.HOLDING_GOAL:
             out["hold_steps_left"] = self.hold_steps_left
         return out

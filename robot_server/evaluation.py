@@ -24,9 +24,10 @@ from robot_server.events import Event
 from robot_server.help import HelpSource
 from robot_server.json_body import JsonBody
 from robot_server.modes import Stage
-from robot_server.observation import Observation
+from robot_server.observation import Observation, Stale
 from robot_server.policy_slots import ActivePolicy
 from robot_server.session import Intervention, InterventionKind
+from robot_server.stale import StaleFrames
 from robot_server.teleop.arbiter import Takeover
 from robot_server.tick import CommandError, Decision, ModeContext
 
@@ -55,6 +56,7 @@ class Evaluation:
         self.steps = 0  # of the current episode
         self._policy: ActivePolicy | None = None  # pinned for the current episode
         self._solved = False
+        self.frames = StaleFrames(ctx, self.id)
 
     @property
     def episode(self) -> int:
@@ -94,7 +96,7 @@ class Evaluation:
         return summary
 
     # ------------------------------------------------------------------ the tick
-    def tick(self, state: ArmState, obs: Observation | None) -> Decision:
+    def tick(self, state: ArmState, obs: Observation | None, stale: Stale | None) -> Decision:
         ctx = self.ctx
         if self.stage == Stage.HOMING:
             if not ctx.homing.done(state):
@@ -105,8 +107,15 @@ class Evaluation:
                 self.stage = Stage.AWAITING_RESET
                 ctx.help.ask(HelpSource.MANUAL_RESET, f"reset the scene for eval episode {self.episode + 1} "
                              f"of {self.episodes}, then confirm (POST /evals/current/reset-done)")
-        if self.stage != Stage.ACTING or state.mode != ArmMode.READY or obs is None:
-            return Decision(None)  # hold; a frozen camera or a paused arm only delays the episode
+        if self.stage != Stage.ACTING or state.mode != ArmMode.READY:
+            return Decision(None)  # hold; a paused arm only delays the episode
+        if obs is None:
+            assert stale is not None
+            # Hold, store and judge nothing: a stale spell only delays the episode (robot_server.stale).
+            if self.frames.late(stale):
+                self.frames.reset(stale)
+            return Decision(None, source="stale_frames")
+        self.frames.fresh()
         decision = self._action(state, obs)
         decision.record = True
         self.steps += 1
@@ -201,4 +210,5 @@ class Evaluation:
             "policy_version": None if self._policy is None else self._policy.version,
             "successes": sum(1 for r in self.results if r["success"]),
             "results": list(self.results),
+            **self.frames.summary(),
         }

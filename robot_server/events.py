@@ -1,8 +1,8 @@
 """The operator's event log: what happened recently, newest last, for /status and the page.
 
-Events of the DURABLE kinds (interventions, resets, help requests, e-stops) also go to the replay
-store's own event log (through the recorder's writer thread), so they outlive the daemon and are
-kept whether or not a segment is being recorded.
+Events of the DURABLE kinds (interventions, resets, pauses, camera resets, help requests, e-stops)
+also go to the replay store's own event log (through the recorder's writer thread), so they outlive
+the daemon and are kept whether or not a segment is being recorded.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ KEEP = 200  # events kept in memory; the page shows the last few
 
 class Event(StrEnum):
     SESSION_STARTED = "session_started"
-    SESSION_PAUSED = "session_paused"
-    SESSION_RESUMED = "session_resumed"
+    SESSION_PAUSED = "session_paused"  # by: operator | cameras (frames stale for session.stale_pause_s)
+    SESSION_RESUMED = "session_resumed"  # by: operator | cameras (fresh frames are back)
     SESSION_ENDED = "session_ended"
     RESET_REQUESTED = "reset_requested"
     RESET_DONE = "reset_done"
@@ -33,6 +33,7 @@ class Event(StrEnum):
     EVAL_STARTED = "eval_started"
     EVAL_EPISODE = "eval_episode"  # one episode's verdict (kept in the store as the episode's success)
     EVAL_ENDED = "eval_ended"
+    CAMERA_RESET = "camera_reset"  # the daemon restarted cameras whose frames had stopped
     ESTOP = "estop"
     ESTOP_RELEASED = "estop_released"
     ARM_RESUMED = "arm_resumed"
@@ -43,6 +44,9 @@ class Event(StrEnum):
 DURABLE = frozenset(
     {
         Event.INTERVENTION,
+        Event.SESSION_PAUSED,
+        Event.SESSION_RESUMED,
+        Event.CAMERA_RESET,
         Event.RESET_REQUESTED,
         Event.RESET_DONE,
         Event.SUCCESS_CONFIRMED,

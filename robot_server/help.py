@@ -14,6 +14,7 @@ class HelpSource(StrEnum):
     ARM = "arm"  # the arm paused itself (e.g. repeated reflexes)
     OBJECT = "object"  # sim: the object left the workspace
     HOMING = "homing"  # the arm did not reach home in time
+    CAMERAS = "cameras"  # no fresh frame for session.stale_help_s after a camera reset
     MANUAL_RESET = "manual_reset"  # a person must put the scene back
     EVAL_VERDICT = "eval_verdict"  # the robot: was the eval episode a success?
     FORWARD_NO_PROGRESS = "forward_no_progress"  # session.help_after_steps forward steps, no success

@@ -1,7 +1,8 @@
 """One tick's observation: arm state + the newest frame of each camera, cropped and resized.
 
 A frame older than `max_frame_age_ticks` periods is rejected: acting on a frozen camera is worse
-than holding still, and storing it would teach the learner from a stale view.
+than holding still, and storing it would teach the learner from a stale view. What a session does
+about a stale tick is robot_server.stale's business.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ class Observation:
     max_age_s: float
 
 
+@dataclass(frozen=True)
+class Stale:
+    """Why a tick has no observation: the cameras without a fresh frame (the ones to reset)."""
+
+    cameras: tuple[str, ...]
+    reason: str
+
+
 class Observer:
     def __init__(
         self,
@@ -40,20 +49,25 @@ class Observer:
         self.max_age_s = max_age_s
         self.state_source = state_source
 
-    def observe(self, state: ArmState) -> tuple[Observation | None, str | None]:
-        """The observation, or (None, reason) when a camera has no fresh frame."""
+    def observe(self, state: ArmState) -> tuple[Observation | None, Stale | None]:
+        """The observation, or (None, which cameras are stale and why) when one has no fresh frame."""
         t = now()
         data: dict[str, np.ndarray] = {}
         worst = 0.0
+        stale: dict[str, str] = {}
         for name, cam in self.cameras.items():
             frame = cam.read()
             if frame is None:
-                return None, f"camera {name}: no frame yet"
+                stale[name] = f"camera {name}: no frame yet"
+                continue
             age = t - frame.timestamp
             worst = max(worst, age)
             if age > self.max_age_s:
-                return None, f"camera {name}: newest frame is {age * 1e3:.0f} ms old"
-            data[f"obs/{name}"] = view_of(frame.image, self.cfgs[name])
+                stale[name] = f"camera {name}: newest frame is {age * 1e3:.0f} ms old"
+            elif not stale:  # cropping is wasted work once the tick has no observation
+                data[f"obs/{name}"] = view_of(frame.image, self.cfgs[name])
+        if stale:
+            return None, Stale(tuple(stale), "; ".join(stale.values()))
         data["obs/proprio"] = self.action_space.proprio(state)
         if self.state_source is not None:
             data["obs/state"] = np.asarray(self.state_source(), dtype=np.float32)

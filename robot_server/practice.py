@@ -1,5 +1,9 @@
 """A running practice session: the schedule's phases as recorded segments, the policy (or an
-operator's takeover) acting, manual resets at the switch to forward, pause and resume."""
+operator's takeover) acting, manual resets at the switch to forward, pause and resume.
+
+A stale frame holds the arm for its tick and keeps the segment open (robot_server.stale); frames
+stale for `session.stale_pause_s` pause the session, end the segment and reset the cameras, and
+the session resumes by itself at the first fresh frame."""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from arm.base import ArmMode, ArmState
 from robot_server.events import Event
 from robot_server.help import HelpSource
 from robot_server.modes import Stage
-from robot_server.observation import Observation
+from robot_server.observation import Observation, Stale
 from robot_server.progress import ProgressWatch
 from robot_server.session import InterventionKind, PracticeSchedule, SessionParams
+from robot_server.stale import StaleFrames
 from robot_server.teleop.arbiter import Takeover
 from robot_server.tick import CommandError, Decision, ModeContext
 from spec.direction import DIRECTIONS, Direction
@@ -30,6 +35,8 @@ class Practice:
         self.stage = Stage.ACTING
         self.progress = ProgressWatch(ctx.help, session.help_after_steps,
                                       None if ctx.task is None else ctx.task.success)
+        self.frames = StaleFrames(ctx, self.schedule.id)
+        self._paused_for_frames = False  # paused by a long stale spell, not by the operator
         self._segment_open = False
         self._pending_end: str | None = None
 
@@ -47,11 +54,16 @@ class Practice:
 
     # ------------------------------------------------------------------ operator commands
     def pause(self) -> None:
+        if self.stage == Stage.PAUSED and self._paused_for_frames:
+            # The operator takes over a pause for the cameras: no resuming by itself when frames return.
+            self._paused_for_frames = False
+            self.ctx.events.add(Event.SESSION_PAUSED, session=self.schedule.id, by="operator")
+            return
         if self.stage == Stage.PAUSED:
             raise CommandError("the session is already paused")
         self.close_segment("paused")
         self.stage = Stage.PAUSED
-        self.ctx.events.add(Event.SESSION_PAUSED)
+        self.ctx.events.add(Event.SESSION_PAUSED, session=self.schedule.id, by="operator")
 
     def resume(self) -> None:
         if self.stage == Stage.AWAITING_RESET:
@@ -59,8 +71,10 @@ class Practice:
             return
         if self.stage != Stage.PAUSED:
             raise CommandError("the session is not paused")
+        # Resumed during a stale spell: stale ticks hold the arm; the spell's help request still follows.
+        self._paused_for_frames = False
         self.stage = Stage.ACTING
-        self.ctx.events.add(Event.SESSION_RESUMED)
+        self.ctx.events.add(Event.SESSION_RESUMED, session=self.schedule.id, by="operator")
 
     def request_reset(self, reason: str) -> None:
         self.schedule.request_reset(reason)
@@ -86,33 +100,46 @@ class Practice:
 
     def after_estop(self) -> None:
         """Back from an emergency stop: paused, so the operator decides when motion resumes."""
+        self._paused_for_frames = False
         self.stage = Stage.PAUSED
 
     def end(self, reason: str) -> dict[str, Any]:
         self.close_segment(reason)
-        for source in (HelpSource.MANUAL_RESET, HelpSource.OBJECT):  # the session's requests end with it
+        for source in (HelpSource.MANUAL_RESET, HelpSource.OBJECT, HelpSource.CAMERAS):  # they end with it
             self.ctx.help.resolve(source)
         self.progress.close()
-        summary = self.schedule.summary()
+        summary = self.summary()
         summary["end_reason"] = reason
         self.ctx.events.add(Event.SESSION_ENDED, reason=reason, steps=self.schedule.total_steps)
         return summary
 
+    def summary(self) -> dict[str, Any]:
+        return {**self.schedule.summary(), **self.frames.summary(), "paused_for_frames": self._paused_for_frames}
+
     # ------------------------------------------------------------------ the tick
-    def tick(self, state: ArmState, obs: Observation | None, stale: str | None) -> Decision:
+    def tick(self, state: ArmState, obs: Observation | None, stale: Stale | None) -> Decision:
         sched = self.schedule
         if self.stage == Stage.HOMING:
             if not self.ctx.homing.done(state):
                 return Decision(None, source="homing")
             self.stage = Stage.ACTING
+        if self._paused_for_frames:
+            if stale is not None:
+                self.frames.late(stale)  # counts, and asks for help if the reset did not bring frames back
+                return Decision(None, source="stale_frames")
+            self._resume_after_frames()
         if self.stage != Stage.ACTING:
             return Decision(None)
         if state.mode != ArmMode.READY:
             self.close_segment(f"arm {state.mode.value}")
             return Decision(None)
         if obs is None:
-            self.close_segment(f"stale frames: {stale}")
-            return Decision(None)
+            assert stale is not None
+            # Hold for this tick, store nothing, keep the segment open: the next fresh frame goes on.
+            if self.frames.late(stale):
+                self._pause_for_frames(stale)
+            return Decision(None, source="stale_frames")
+        self.frames.fresh()
         if not self._segment_open:
             self._open_segment()
         decision = self._action(state, obs)
@@ -175,6 +202,22 @@ class Practice:
                     return Decision(ctx.hold_action(state), source="policy_error")
         # Seed phase (MEDALPP.md): uniform random actions, never the untrained policy.
         return Decision(ctx.rng.uniform(-1.0, 1.0, ctx.space.dim).astype(np.float32), source="random")
+
+    def _pause_for_frames(self, stale: Stale) -> None:
+        spell_s = self.frames.spell_s
+        self.close_segment(f"frames stale for {spell_s:.1f} s")
+        self.stage = Stage.PAUSED
+        self._paused_for_frames = True
+        self.ctx.events.add(Event.SESSION_PAUSED, session=self.schedule.id, by="cameras",
+                            reason=f"frames stale for {spell_s:.1f} s: {stale.reason}")
+        self.frames.reset(stale)
+
+    def _resume_after_frames(self) -> None:
+        self.frames.fresh()
+        self._paused_for_frames = False
+        self.stage = Stage.ACTING
+        self.ctx.events.add(Event.SESSION_RESUMED, session=self.schedule.id, by="cameras",
+                            reason="fresh frames are back")
 
     def _helped(self) -> None:
         """A person put the scene right: whatever was stuck has been dealt with."""

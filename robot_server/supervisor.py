@@ -9,17 +9,19 @@ control thread (ControlLoop.submit), so no state here needs a lock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState
+from camera.base import Camera
 from robot_server.demonstration import Demo
 from robot_server.evaluation import EvalParams, Evaluation
 from robot_server.events import Event, EventLog
 from robot_server.help import HelpRequests, HelpSource
 from robot_server.modes import DemoSource, Mode, Stage
-from robot_server.observation import Observation
+from robot_server.observation import Observation, Stale
 from robot_server.policy_slots import PolicySlots
 from robot_server.practice import Practice
 from robot_server.recorder import Recorder
@@ -48,6 +50,7 @@ class Supervisor:
         teleops: list[Teleop] | None = None,
         task: Task | None = None,
         expert: Expert | None = None,
+        cameras: Mapping[str, Camera] | None = None,
     ) -> None:
         events = EventLog(store=None if recorder is None else recorder.log_event)
         help_requests = HelpRequests(events)
@@ -64,6 +67,7 @@ class Supervisor:
             task=task,
             expert=expert,
             rng=np.random.default_rng(cfg.session.seed),
+            cameras=cameras or {},
         )
         self.mode = Mode.IDLE
         self.practice: Practice | None = None
@@ -108,7 +112,7 @@ class Supervisor:
         self.practice = Practice(self.ctx, params)
         self.mode = Mode.PRACTICE
         self.practice.begin()
-        return self.practice.schedule.summary()
+        return self.practice.summary()
 
     def pause_session(self) -> None:
         self._practice().pause()
@@ -232,16 +236,16 @@ class Supervisor:
         self.ctx.events.add(Event.ARM_RESUMED)
 
     # ------------------------------------------------------------------ the tick
-    def tick(self, state: ArmState, obs: Observation | None, stale: str | None) -> Decision:
+    def tick(self, state: ArmState, obs: Observation | None, stale: Stale | None) -> Decision:
         self._check_help()
         self._demo_button()
         self.ctx.teleop.sync_idle(state.gripper_closed)
         if self.mode == Mode.PRACTICE and self.practice is not None:
             return self.practice.tick(state, obs, stale)
         if self.mode == Mode.DEMO and self.demo is not None:
-            return self.demo.tick(state, obs)
+            return self.demo.tick(state, obs, stale)
         if self.mode == Mode.EVAL and self.evaluation is not None:
-            return self.evaluation.tick(state, obs)
+            return self.evaluation.tick(state, obs, stale)
         if self.mode == Mode.IDLE:
             tele = self.ctx.teleop.active()
             if tele is not None and state.mode == ArmMode.READY:
@@ -329,7 +333,8 @@ class Supervisor:
         self.mode = Mode.IDLE
         self.demo = None
         self.ctx.teleop.end_takeover()
-        self.ctx.help.resolve(HelpSource.MANUAL_RESET)
+        for source in (HelpSource.MANUAL_RESET, HelpSource.CAMERAS):  # a session's requests end with it
+            self.ctx.help.resolve(source)
 
     def _demo_button(self) -> None:
         """The demo button: start a teleop demo when idle, finish it when recording one."""
@@ -361,11 +366,10 @@ class Supervisor:
                 sched.request_reset("object left the workspace (robot asked for help)")
 
     def status(self) -> dict[str, Any]:
-        sched = self.schedule
         return {
             "mode": self.mode.value,
             "stage": self.stage.value,
-            "session": None if sched is None else sched.summary(),
+            "session": None if self.practice is None else self.practice.summary(),
             "demo": None if self.demo is None else self.demo.status(),
             "eval": None if self.evaluation is None else self.evaluation.status(),
             "takeover": self.ctx.teleop.taking_over,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState
+from camera.base import Camera
 from robot_server.events import Event, EventLog
 from robot_server.help import HelpRequests, HelpSource
 from robot_server.policy_slots import PolicySlots
@@ -59,6 +61,7 @@ class Counters:
     demos_discarded: int = 0
     estops: int = 0
     policy_errors: int = 0
+    stale_camera_resets: int = 0  # cameras reset after frames stayed stale for session.stale_pause_s
 
     def as_dict(self) -> dict[str, int]:
         out = dict(self.__dict__)
@@ -105,6 +108,7 @@ class ModeContext:
     task: Task | None
     expert: Expert | None
     rng: np.random.Generator
+    cameras: Mapping[str, Camera] = field(default_factory=dict)  # only to reset stuck ones
     counters: Counters = field(default_factory=Counters)
 
     def hold_action(self, state: ArmState) -> np.ndarray:

@@ -91,6 +91,12 @@ class SimCamera(Camera):
         if host is not None and key is not None:
             host.remove_camera(key, timeout)
 
+    def reset(self) -> None:
+        """Restart the world's render process (it serves every sim camera of the world, as one
+        USB hub would): frames come back once the new process has rendered them."""
+        if self._host is not None:
+            self._host.reset()
+
     def _detach(self) -> None:
         if self._slot is not None:
             self._frames_before = self._stats.frames

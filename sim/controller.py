@@ -102,19 +102,39 @@ class CartesianController:
         mujoco.mj_kinematics(self.model, self._ik)
         return self._ik.site_xpos[self._site].copy(), self._ik.site_xmat[self._site].reshape(3, 3).copy()
 
-    def _ik_step(self, dt: float) -> None:
-        pos, rot = self.fk(self.q_des)
+    def _dls(self, q: np.ndarray, pos_goal: np.ndarray, yaw_goal: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """One damped-least-squares step from `q` toward the TCP at `pos_goal`, gripper down at
+        `yaw_goal`: (joint step, null-space projector, norm of the pose error)."""
+        pos, rot = self.fk(q)
         mujoco.mj_comPos(self.model, self._ik)
         mujoco.mj_jacSite(self.model, self._ik, self._jacp, self._jacr, self._site)
         jac = np.vstack([self._jacp[:, self._dadr], self._jacr[:, self._dadr]])
         # Orientation error: half the sum of column cross products, i.e. vee(M - M^T) / 2.
-        m = rot_z(self.ref_yaw) @ R_DOWN @ rot.T
+        m = rot_z(yaw_goal) @ R_DOWN @ rot.T
         err_rot = 0.5 * np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-        err = np.concatenate([self.ref_pos - pos, err_rot])
+        err = np.concatenate([pos_goal - pos, err_rot])
         # Damped least squares: well behaved near singularities and at unreachable targets.
         j_pinv = jac.T @ np.linalg.inv(jac @ jac.T + _DLS_DAMPING * _EYE6)
-        dq = j_pinv @ err
-        null = _EYE7 - j_pinv @ jac
+        return j_pinv @ err, _EYE7 - j_pinv @ jac, float(np.linalg.norm(err))
+
+    def solve(self, pos: np.ndarray, yaw: float, tol: float = 1e-7, max_iters: int = 500) -> np.ndarray:
+        """Joints that put the TCP at `pos`, gripper down at `yaw`, posture near home: what the
+        tracking would settle to, for placing the arm at a logged pose. ValueError if unreachable."""
+        goal = np.asarray(pos, dtype=np.float64)
+        q = self.home.copy()
+        for i in range(max_iters):
+            dq, null, err = self._dls(q, goal, float(yaw))
+            if err < tol:
+                return q
+            # The posture pull fades out: with damping it is not exactly in the null space and
+            # would otherwise hold the pose error at ~0.1 mm.
+            pull = 0.5 * 0.95**i
+            q = np.clip(q + dq + null @ ((self.home - q) * pull), JOINT_LOWER + LIMIT_MARGIN, JOINT_UPPER - LIMIT_MARGIN)
+        raise ValueError(f"no joint solution puts the TCP at {np.round(goal, 4).tolist()} with yaw {yaw:.3f} rad "
+                         f"(pose error {err:.2g} after {max_iters} iterations)")
+
+    def _ik_step(self, dt: float) -> None:
+        dq, null, _err = self._dls(self.q_des, self.ref_pos, self.ref_yaw)
         dq += null @ ((self.home - self.q_des) * min(1.0, 2.0 * dt))
         step_max = self.max_joint_speed * dt
         peak = np.max(np.abs(dq))

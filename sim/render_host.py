@@ -6,7 +6,8 @@ cameras read their `FrameSlot` directly. Requests to the process are serialised 
 every wait has a timeout; a process that does not stop is terminated, then killed.
 
 A process that dies (a GL crash, the OOM killer, a stray `kill`) is restarted by a watchdog
-thread, as a real camera driver reopens a device: the new process attaches to the same shared
+thread, as a real camera driver reopens a device (a hung process never dies by itself:
+`reset()` kills it, and the same restart follows): the new process attaches to the same shared
 memory and re-adds every camera, continuing its frame numbering, so readers never reconnect.
 Until its first frame the loop sees stale frames and holds the arm. Restarts are counted
 (`restarts`, and in each camera's `stats.resets`).
@@ -162,6 +163,16 @@ class RenderHost:
                 except (RenderProcessError, TimeoutError, OSError) as exc:
                     failures += 1
                     log.error("sim render process: restart %d failed: %s", failures, exc)
+
+    def reset(self) -> None:
+        """Kill the process (a hung one too) and let the watchdog start a new one, as after a crash:
+        the sim's version of a camera hardware reset. Returns at once; counted in `restarts`."""
+        proc = self._proc
+        if self.closed or proc is None or proc.poll() is not None:
+            return  # closed, never started, or already dead (the watchdog is on it)
+        log.warning("sim render process %d: reset requested, killing it", proc.pid)
+        with contextlib.suppress(OSError):  # exited meanwhile
+            proc.kill()
 
     def _restart_locked(self, dead: subprocess.Popen) -> None:
         self.last_exit = dead.returncode

@@ -39,6 +39,20 @@ STATE_LAYOUT = (
 REACH_MARGIN_M = 0.05  # the cube is still reachable this far outside the workspace box (x, y)
 
 
+def cube_pose_of_state(
+    state: np.ndarray, workspace: WorkspaceConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """`PushCubeTask.state_vector` undone for the cube, for one vector [STATE_DIM] or many [...,
+    STATE_DIM]: its centre (m) and yaw (rad, modulo 90 deg: only 4 x yaw is recorded, a cube looks
+    the same every quarter turn). Exact unless the vector clipped a coordinate (cube far off)."""
+    s = np.asarray(state, dtype=np.float64)
+    if s.shape[-1] != STATE_DIM:
+        raise ValueError(f"state vector has {s.shape[-1]} values, expected {STATE_DIM} ({', '.join(STATE_LAYOUT)})")
+    low, high = np.asarray(workspace.low, dtype=np.float64), np.asarray(workspace.high, dtype=np.float64)
+    centre = low + (s[..., 4:7] + 1.0) * (high - low) / 2.0
+    return centre, np.arctan2(s[..., 7], s[..., 8]) / 4.0
+
+
 def start_zone(direction: str) -> Zone:
     return ZONE_A if check_direction(direction) == "forward" else ZONE_B
 
@@ -114,11 +128,11 @@ class PushCubeTask:
         yaw = rng.uniform(-self.jitter_yaw, self.jitter_yaw)
         self.place_cube(np.array([zone.center[0] + dx, zone.center[1] + dy]), yaw)
 
-    def place_cube(self, xy: np.ndarray, yaw: float = 0.0, arm_home: bool = True) -> None:
+    def place_cube(self, xy: np.ndarray, yaw: float = 0.0, arm_home: bool = True, z: float = CUBE_HALF) -> None:
         world = self.world
         with world.lock:
             d = world.data
-            d.qpos[self._qadr : self._qadr + 3] = (float(xy[0]), float(xy[1]), CUBE_HALF)
+            d.qpos[self._qadr : self._qadr + 3] = (float(xy[0]), float(xy[1]), float(z))
             d.qpos[self._qadr + 3 : self._qadr + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
             d.qvel[self._dadr : self._dadr + 6] = 0.0
             if arm_home:

@@ -312,6 +312,19 @@ class SimWorld:
         d.ctrl[:7] = q
         d.ctrl[7:9] = gripper_width / 2.0
 
+    def place_arm_at(self, position: np.ndarray, yaw: float, gripper_width: float) -> np.ndarray:
+        """Put the arm at rest with the TCP at `position`, gripper down at `yaw` (rad), the fingers
+        `gripper_width` apart and holding there; returns the joints (ValueError if unreachable).
+        The joints come from IK with the posture kept near home, as the tracking keeps it."""
+        width = float(np.clip(gripper_width, 0.0, 2 * FINGER_MAX))
+        with self.lock:
+            q = self.controller.solve(np.asarray(position, dtype=np.float64), yaw)
+            self.place_arm(q, gripper_width=width)
+            self.controller.finger_cmd = width / 2.0  # hold the width, not snap open (place_arm opens)
+            self.data.qacc_warmstart[:] = 0.0
+            self.publish()
+        return q
+
     def mirror_joints(self, q: np.ndarray, gripper_width: float | None = None) -> None:
         """Show the arm at joints `q` (7 values, rad; kinematic, no arm physics). See module doc."""
         q = np.asarray(q, dtype=np.float64).reshape(-1)

@@ -102,6 +102,20 @@ class SessionConfig(Strict):
     )
     eval_episodes: int = Field(10, ge=1, le=1000, description="episodes of an eval session (default)")
     eval_horizon: int = Field(200, ge=1, le=100_000, description="steps per eval episode (default)")
+    # A late frame only holds the arm for its tick; a camera stale this long is treated as stuck.
+    stale_pause_s: float = Field(
+        3.0,
+        gt=0,
+        le=600,
+        description="frames stale this long without a fresh one: pause practice, close the segment and reset "
+        "the stale cameras (practice resumes by itself once fresh frames are back)",
+    )
+    stale_help_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="no fresh frame this long after a camera reset: ask the operator for help",
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -131,6 +145,14 @@ class ServerConfig(Strict):
     )
     checkpoint_dir: Path = Path("data/policies")
     max_checkpoint_mb: float = Field(512.0, gt=0)
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="a request body (a checkpoint upload) that stalls this long is answered 408"
+    )
+    reports_dir: Path = Field(
+        Path("data/reports"),
+        description="where `replay report STORE -o DIR` writes (DIR itself or one folder per report); "
+        "GET /reports/latest serves the newest",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -214,8 +236,17 @@ class LearnerConfig(Strict):
     gamma: float = Field(0.99, gt=0, le=1)
     tau: float = Field(0.005, gt=0, le=1)
     push_every: int = Field(200, ge=1, description="push policies every N agent updates")
+    push_classifier_every: int = Field(
+        5, ge=1,
+        description="push each classifier to the daemon (frame scores on the review page) every N of its "
+        "training steps; robot C_f steps once per 1,000 env steps, so 5 is a push every ~8 min of practice",
+    )
     save_every: int = Field(1000, ge=1, description="write the training checkpoint every N updates")
     poll_s: float = Field(1.0, gt=0)
+    push_timeout_s: float = Field(
+        30.0, gt=0, description="each network wait of a policy push (connect, send, answer); then it is retried"
+    )
+    push_retry_max_s: float = Field(30.0, gt=0, description="longest wait between push retries (backoff cap)")
     run_dir: Path = Path("runs/learner")
     max_updates_per_step: float = Field(
         4.0, gt=0, description="never train more than this many updates per collected step"
@@ -230,6 +261,10 @@ class LearnerConfig(Strict):
     )
     bc_batch_size: int | None = Field(None, ge=1, description="rows of the separate BC demo batch; default demo_rows")
     clf_batch_size: int = Field(256, ge=2, description="negatives and positives per classifier step, each")
+    labelled_negative_share: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="share of the goal classifier's negative rows drawn from operator not-goal frames, when there are any",
+    )
     tail_open: bool = Field(True, description="also learn from the committed prefix of the open practice segment")
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,18 +116,6 @@ def start_daemon(
     config_path.write_text(yaml.safe_dump(tree))
     log_path = workdir / "daemon.log"
 
-    child_env = child_environment(env)
-    cmd = [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config_path), "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: teardown can kill everything it spawned
-        )
     d = DaemonProc(
         url=f"http://127.0.0.1:{port}",
         port=port,
@@ -135,7 +123,7 @@ def start_daemon(
         workdir=workdir,
         config_path=config_path,
         log_path=log_path,
-        proc=proc,
+        proc=_spawn(config_path, port, log_path, env, "wb"),
     )
     try:
         _wait_healthy(d, timeout)
@@ -143,6 +131,34 @@ def start_daemon(
         stop_daemon(d)
         raise
     return d
+
+
+def _spawn(config_path: Path, port: int, log_path: Path, env: Mapping[str, str] | None, mode: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config_path), "--port", str(port)]
+    with open(log_path, mode) as log:
+        return subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=child_environment(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown can kill everything it spawned
+        )
+
+
+def restart_daemon(
+    d: DaemonProc, env: Mapping[str, str] | None = None, timeout: float = START_TIMEOUT_S
+) -> DaemonProc:
+    """Run `robot-server run` again with d's config, port and log (after it stopped or was killed),
+    as a process supervisor would; returns once /health answers 200."""
+    new = replace(d, proc=_spawn(d.config_path, d.port, d.log_path, env, "ab"))
+    try:
+        _wait_healthy(new, timeout)
+    except BaseException:
+        stop_daemon(new)
+        raise
+    return new
 
 
 def _wait_healthy(d: DaemonProc, timeout: float) -> None:

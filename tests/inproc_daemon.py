@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,14 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextmanager
-def sim_daemon(tmp: Path) -> Iterator[Daemon]:
-    """The packaged sim config with a private store and checkpoint dir, started and stopped."""
+def sim_daemon(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator[Daemon]:
+    """The packaged sim config with a private store and checkpoint dir, started and stopped;
+    `env`: more ROBOT__SECTION__FIELD overrides."""
     cfg = load_config("sim", env={
         "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
         "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
         "ROBOT__CONTROL__STATUS_LINE": "false",
+        **(env or {}),
     })
     d = Daemon(cfg)
     d.start()

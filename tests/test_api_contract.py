@@ -17,7 +17,7 @@ from tests.daemon_proc import DaemonProc, running_daemon
 pytestmark = pytest.mark.timeout(240)  # the first test also waits for the daemon to start
 
 # Values that reach each read's own logic once the token is accepted.
-PATH_VALUES = {"name": "wrist", "episode_id": "000000"}
+PATH_VALUES = {"name": "wrist", "episode_id": "000000", "step": 0}
 QUERY = {"/cameras/{name}/stream": {"max_frames": 1}, "/calibration/handeye/samples": {"camera": "wrist"}}
 
 

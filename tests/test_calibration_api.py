@@ -40,6 +40,8 @@ class FakeCamera(Camera):
 
     def close(self) -> None: ...
 
+    def reset(self) -> None: ...  # a picture in memory has nothing to restart
+
     def read(self) -> Frame | None:
         return Frame(image=self.image, timestamp=now() - self.frame_age, index=7)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -312,3 +314,14 @@ def test_pixels_keep_their_layout_from_store_to_encoder_input(tmp_path):
     stored = {"obs/wrist": pattern(5, 0, h, w), "obs/front": pattern(5, 1, h, w), "obs/proprio": np.zeros(4, np.float32)}
     runner.act(stored)
     torch.testing.assert_close(seen[0][0], as_conv_input(frame(5)), atol=1e-6, rtol=0)
+
+
+def test_routing_sim_pre_goal_backward_positives_leave_out_the_goal_hold(tmp_path):
+    cfg, router, bufs = make_router(tmp_path, "sim")
+    router.settings = dataclasses.replace(router.settings, backward_positives_pre_goal=True)
+    st = FakeStore(cfg)
+    st.episode("demo", "forward", 30, success=True, levels=list(range(30)))
+    st.close()
+    ingest_all(tmp_path, cfg, router)
+    assert level_of(bufs.positives["forward"].frames) == set(range(9, 30))
+    assert level_of(bufs.positives["backward"].frames) == set(range(9))  # before the 21 goal-hold frames

@@ -95,3 +95,23 @@ def test_practice_bookkeeping_with_the_scripted_expert_acting():
     assert p["forward_success_after_backward"] == 1.0
     assert 0.0 < p["continuing_reward"] < 1.0 and p["interventions"] == 0
     assert p["forward_start_cube_to_start_zone_m"] < 0.06  # backward pushed it back into zone A
+
+
+def test_ablation_settings_reach_the_learning_core_and_bad_values_are_named():
+    from typer.testing import CliRunner
+
+    from learner.cli import app
+
+    h = SimHarness(HarnessConfig(env_steps=10, seed_steps=5, bc_backward=(1.0, 0.25, 0, 100), backward_positives="pre_goal",
+                                backward_reward="log_p"))
+    try:
+        assert h.settings.backward.bc == (1.0, 0.25, 0, 100) and h.settings.backward_positives_pre_goal
+        assert h.core.classifiers["backward"].reward_kind == "log_p"
+    finally:
+        h.close()
+    with pytest.raises(ValueError, match="backward_positives must be one of"):
+        HarnessConfig(backward_positives="goal")
+    with pytest.raises(ValueError, match="backward_reward must be one of"):
+        HarnessConfig(backward_reward="log")
+    r = CliRunner().invoke(app, ["train-sim", "--bc-backward", "1,0.25"])
+    assert r.exit_code == 2 and "--bc-backward must be 'v0,v1,step0,step1'" in r.output, r.output

@@ -265,6 +265,37 @@ def test_backlog_is_capped_and_the_excess_dropped(tmp_path):
         assert tr.last_metrics["forward/bc_lambda"] == 0.5  # the schedule runs on env steps (100), not updates
 
 
+def test_a_learner_falling_behind_tells_the_daemon_and_keeps_its_memory_bounded(tmp_path):
+    # No classifier positives (no demos): nothing can train, so the learner only falls behind.
+    # The daemon hears how far (owed and dropped steps) even though no update ever runs, and the
+    # rings hold `capacity` steps however much practice arrives.
+    cfg = tiny_config(tmp_path, max_updates_per_step=0.05, capacity=100)
+    st = FakeStore(cfg)
+    reports: list[dict] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/learner/status":
+            reports.append(json.loads(req.content))
+        return httpx.Response(200, json={})
+
+    with trainer(cfg, transport=httpx.MockTransport(handler)) as tr:
+        assert tr.setup()
+        tr.pusher.report_every_s = 0.0
+        for i in range(6):
+            st.episode("practice", "forward" if i % 2 == 0 else "backward", 40)
+            tr.poll(force=True)
+        assert train_until_idle(tr) == 0
+        # 240 steps, 220 past the seed phase: 100 forward, 120 backward; at most 10 owed each.
+        want = {"behind_steps": {"forward": 10, "backward": 10}, "dropped": {"forward": 90, "backward": 110},
+                "buffered": {"forward": 100, "backward": 100}, "capacity": 100}
+        assert tr.backlog() == want
+        deadline = time.monotonic() + 10
+        while not (reports and reports[-1]["dropped"] == want["dropped"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {k: reports[-1][k] for k in want} == want
+    st.close()
+
+
 def test_server_down_keeps_training_and_retries_until_it_is_back(tmp_path):
     cfg = tiny_config(tmp_path)
     st = fill_store(cfg)
@@ -296,7 +327,7 @@ def test_a_refused_version_is_not_retried(tmp_path):
             tr.push("forward")
             assert tr.pusher.wait_idle(10)
             time.sleep(0.3)
-            assert server.log == [("forward", 422, "refused by test")]
+            assert [e for e in server.log if e[0] != "status"] == [("forward", 422, "refused by test")]
             assert tr.pusher.status.rejected["forward"] == [(0, 422, "refused by test")]
     finally:
         server.close()

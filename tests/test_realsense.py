@@ -210,6 +210,27 @@ def test_open_by_serial_streams_and_hardware_resets_on_stall(recordings: dict[st
     assert any("hardware reset" in e and "444455556666" in e for e in errors), errors
 
 
+def test_reset_hardware_resets_and_reopens_at_once(recordings: dict[str, Path]) -> None:
+    # What the daemon asks of a camera whose frames stayed stale: no waiting for reset_after_s.
+    ctx = rs.context()
+    playback = ctx.load_device(str(recordings["b"]))  # listed in `ctx` while this reference lives
+    playback.set_real_time(False)
+    cam = RealSenseCamera(cfg_for("wrist", serial="444455556666", reset_after_s=600), context=ctx, real_time=False)
+    try:
+        cam.connect()
+        assert wait_until(lambda: cam.stats.frames >= 30, timeout=10)  # the whole recording, then silence
+        assert cam.stats.resets == 0
+        t0 = time.perf_counter()
+        cam.reset()
+        assert time.perf_counter() - t0 < 0.01, "reset() returns at once; the capture thread does the work"
+        assert wait_until(lambda: cam.stats.resets == 1 and cam.stats.frames > 30, timeout=10)
+        errors = list(cam.stats.errors)
+    finally:
+        cam.close()
+        ctx.unload_device(str(recordings["b"]))
+    assert any(e.startswith("reset requested (serial 444455556666): hardware reset") for e in errors), errors
+
+
 def test_absent_serial_is_a_clear_error() -> None:
     cam = RealSenseCamera(cfg_for("front", serial="000011112222"), context=rs.context())
     with pytest.raises(

@@ -20,6 +20,7 @@ import pytest
 import zarr
 from store_patterns import pattern_meta, pattern_mismatches, pattern_step
 
+from replay.chunks import ChunkedArray
 from replay.store import EpisodeInfo, ReplayReader, ReplayWriter, StoreError, StoreLockedError, StoreMeta
 from spec.files import atomic_write_bytes
 
@@ -126,6 +127,35 @@ def test_round_trip_every_key_dtype_and_shape(tmp_path: Path) -> None:
     g = zarr.open_group(tmp_path / "s.zarr", mode="r")
     assert g[f"episodes/{info.id}/obs/front"].shape == (11, 12, 16, 3)
     assert g[f"episodes/{info.id}"].attrs["closed"] is True
+
+
+def test_reads_skip_zarrs_event_loop_for_the_writers_layout_and_agree_with_zarr(tmp_path: Path) -> None:
+    # A restarted learner re-reads thousands of arrays; read() decodes our chunks itself
+    # (replay.chunks). It must give what zarr gives, for every key and range.
+    meta = small_meta(state_dim=3)
+    with ReplayWriter.open(tmp_path / "s.zarr", meta, chunk_steps=4) as w:
+        ep = w.begin_episode("practice", "forward")
+        write_pattern(ep, w.meta, 10, flush_every=3)
+        ep_id = ep.close().id
+    r = ReplayReader(tmp_path / "s.zarr")
+    ep_dir = tmp_path / "s.zarr" / "episodes" / ep_id
+    g = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    for key in r.keys:
+        assert ChunkedArray.open(ep_dir / key) is not None, key
+        for start, stop in ((0, 10), (3, 9), (4, 8), (9, 10)):
+            got = r.read(ep_id, [key], start, stop)[key]
+            want = g[f"episodes/{ep_id}/{key}"][start:stop]
+            assert got.dtype == want.dtype and np.array_equal(got, want), (key, start, stop)
+    # Another layout (no compressor here) is read through zarr.
+    other = zarr.create_array(tmp_path / "other.zarr", shape=(5, 2), chunks=(2, 2), dtype="f4", compressors=None,
+                              filters=[zarr.codecs.TransposeCodec(order=(1, 0))])
+    assert ChunkedArray.open(tmp_path / "other.zarr") is None
+    del other
+    # A damaged chunk is an error that names it, never garbage.
+    chunk = ep_dir / "obs" / "front" / "c" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    with pytest.raises(StoreError, match="corrupt"):
+        ReplayReader(tmp_path / "s.zarr").read(ep_id, ["obs/front"])
 
 
 BAD_STEPS = [

@@ -1,5 +1,6 @@
-"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, episodes, cameras,
-telemetry, metrics, e-stop, and the page at `/`. OpenAPI at /docs."""
+"""The operator API (FastAPI): sessions, demos, evals, interventions, policies, classifiers, episodes,
+labels, episode review, cameras, telemetry, metrics, e-stop, the latest morning report, and the page at `/`.
+OpenAPI at /docs."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ from robot_server.api import openapi
 from robot_server.api.routes import (
     calibration,
     cameras,
+    classifiers,
     demos,
     episodes,
     evals,
     interventions,
+    labels,
     policies,
+    reports,
+    review,
     sessions,
     system,
     telemetry,
@@ -50,8 +55,8 @@ def create_app(daemon: Daemon | None, server: ServerConfig | None = None) -> Fas
     )
     app.state.daemon = daemon
     app.state.reads_need_token = reads_need_token
-    for module in (system, sessions, demos, evals, interventions, policies, episodes, cameras, telemetry,
-                   calibration):
+    for module in (system, sessions, demos, evals, interventions, policies, classifiers, episodes, labels, review,
+                   cameras, telemetry, calibration, reports):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -53,6 +53,21 @@ async def command(request: Request, fn: Callable[[Supervisor], T], timeout: floa
     return result
 
 
+def ended(last: dict | None, what: str) -> dict:
+    """The last ended session or eval as JSON, or a 404 naming what has not ended yet."""
+    if last is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {what} has ended yet")
+    return jsonable(last)
+
+
+def still_running(last: dict | None, what: str) -> HTTPException:
+    """The 404 for `/current` when nothing runs, saying how the last one ended."""
+    return HTTPException(
+        status.HTTP_404_NOT_FOUND,
+        f"no {what} is running" + (f"; the last one ended: {last['end_reason']}" if last else ""),
+    )
+
+
 def jsonable(value: Any) -> Any:
     """Numpy scalars and arrays as plain JSON values."""
     import numpy as np

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, PositiveInt
 
 from robot_server.help import HelpSource
 from robot_server.json_body import JsonBody
@@ -102,6 +102,15 @@ class LearnerReport(JsonBody):
 
     step: int = Field(..., ge=0)
     metrics: dict[str, float] = Field(default_factory=dict, max_length=200)
+    behind_steps: dict[Direction, NonNegativeInt] = Field(
+        default_factory=dict, description="agent steps owed: env steps collected but not trained on yet"
+    )
+    dropped: dict[Direction, NonNegativeInt] = Field(
+        default_factory=dict, description="agent steps given up for good by the learner's backlog cap"
+    )
+    buffered: dict[Direction, NonNegativeInt] = Field(default_factory=dict, description="steps in the replay rings")
+    capacity: PositiveInt | None = Field(None, description="steps each replay ring holds at most")
+
 
 
 # ---------------------------------------------------------------- small acknowledgements
@@ -214,6 +223,11 @@ class SessionSummary(Reply):
     interventions_by_kind: dict[str, int]
     reset_requested: str | None
     started_at: float
+    stale_ticks: int = Field(..., description="ticks held because a frame was late")
+    stale_spells: int = Field(..., description="runs of consecutive stale ticks")
+    stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
+    stale_s: float = Field(..., description="length of the current stale spell, s")
+    paused_for_frames: bool = Field(..., description="practice holds while the cameras are reset")
     end_reason: str | None = Field(None, description="why it ended; absent while it runs")
 
 
@@ -222,6 +236,10 @@ class DemoStatus(Reply):
     source: DemoSource
     steps: int
     stage: Stage
+    stale_ticks: int = Field(..., description="ticks held because a frame was late")
+    stale_spells: int = Field(..., description="runs of consecutive stale ticks")
+    stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
+    stale_s: float = Field(..., description="length of the current stale spell, s")
     hold_steps_left: int | None = Field(None, description="only while the goal is being held")
 
 
@@ -244,6 +262,10 @@ class EvalSummary(Reply):
     policy_version: int | None
     successes: int
     results: list[EvalEpisodeResult]
+    stale_ticks: int = Field(..., description="ticks held because a frame was late")
+    stale_spells: int = Field(..., description="runs of consecutive stale ticks")
+    stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
+    stale_s: float = Field(..., description="length of the current stale spell, s")
     end_reason: str | None = Field(None, description="why it ended; absent while it runs")
 
 
@@ -255,6 +277,7 @@ class Counters(Reply):
     demos_discarded: int
     estops: int
     policy_errors: int
+    stale_camera_resets: int
     interventions: int = Field(..., description="takeovers + manual resets + operator interventions")
 
 
@@ -319,6 +342,11 @@ class LearnerSummary(Reply):
     # A diverging loss is NaN: shown as null (JSON has no NaN), not dropped.
     metrics: dict[str, float | None] = Field(..., description="null: not a finite number")
     classifier: dict[str, float | None] = Field(..., description="the metrics whose name starts with clf")
+    behind_steps: dict[Direction, int] = Field(..., description="agent steps owed: collected, not trained on yet")
+    dropped: dict[Direction, int] = Field(..., description="agent steps given up for good by the backlog cap")
+    buffered: dict[Direction, int] = Field(..., description="steps in the replay rings")
+    capacity: int | None = Field(..., description="steps each replay ring holds at most")
+    age_s: float = Field(..., description="seconds since the learner last reported")
 
 
 class Status(Reply):
@@ -580,3 +608,88 @@ class HandeyeSamples(Reply):
     directory: str
     count: int
     samples: list[HandeyeSample]
+
+
+class LabelBody(JsonBody):
+    verdict: Literal["goal", "not_goal", "success", "failure"] = Field(
+        ..., description="goal / not_goal: frames [start, stop); success / failure: the whole episode"
+    )
+    start: int | None = Field(None, ge=0, description="first labelled frame (frame verdicts)")
+    stop: int | None = Field(None, ge=1, description="one past the last labelled frame (frame verdicts)")
+    who: str = Field("operator", min_length=1, max_length=64, description="who labels (kept with the label)")
+
+
+# ---------------------------------------------------------------- labels (routes/labels.py)
+class LabelRecord(Reply):
+    episode: str
+    verdict: Literal["goal", "not_goal", "success", "failure"]
+    start: int | None = Field(..., description="first labelled frame; null for a whole-episode verdict")
+    stop: int | None = Field(..., description="one past the last labelled frame; null for a verdict")
+    who: str
+    time: float = Field(..., description="when it was labelled (unix s)")
+    seq: int | None = Field(..., description="its entry in the store's event log")
+
+
+class EpisodeLabels(Reply):
+    episode: str
+    verdict: Literal["success", "failure"] | None = Field(..., description="the newest whole-episode verdict")
+    goal_frames: list[int]
+    not_goal_frames: list[int]
+    labels: list[LabelRecord] = Field(..., description="every label of the episode, oldest first")
+
+
+class LabelAdded(EpisodeLabels):
+    label: LabelRecord = Field(..., description="the label just stored")
+
+
+# ---------------------------------------------------------------- review (routes/review.py)
+class StepRow(Reply):
+    index: int
+    timestamp: float = Field(..., description="when the step's observation was taken (the daemon's clock, s)")
+    direction: str
+    phase: int | None = Field(None, description="the practice phase the episode (segment) belongs to")
+    action: list[float]
+    policy_version: int = Field(..., description="-1: no learned policy acted")
+    intervention: bool
+    scores: dict[str, float] = Field(..., description="σ(C(s)) per loaded classifier, by direction")
+
+
+class ScoringClassifier(Reply):
+    version: int
+    training_step: int
+    cameras: list[str]
+
+
+class EpisodeSteps(Reply):
+    episode: str
+    kind: str
+    direction: str
+    phase: int | None
+    closed: bool
+    success: bool | None
+    length: int = Field(..., description="committed steps (an open episode grows)")
+    rate_hz: float
+    cameras: list[str] = Field(..., description="views available at /episodes/{id}/frames/{step}.jpg?camera=")
+    classifiers: dict[str, ScoringClassifier] = Field(..., description="the classifiers that scored the steps")
+    steps: list[StepRow]
+
+
+# ---------------------------------------------------------------- classifiers (routes/classifiers.py)
+class LoadedClassifier(Reply):
+    version: int = Field(..., description="the learner's classifier step count (above any earlier learner's)")
+    training_step: int
+    mode: str = Field(..., description="pixels | state: what the classifier reads")
+    cameras: list[str] = Field(..., description="the views it looks at")
+    size_bytes: int
+    sha256: str
+    received_at: float | None = Field(None, description="unix time of the upload")
+
+
+class Classifiers(Reply):
+    forward: LoadedClassifier | None = Field(None, description="the goal classifier C_f")
+    backward: LoadedClassifier | None = Field(None, description="the state-matching classifier C_b")
+    rejected: int = Field(..., description="uploads refused since the daemon started")
+
+
+class AcceptedClassifier(LoadedClassifier):
+    direction: Direction

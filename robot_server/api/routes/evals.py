@@ -3,11 +3,11 @@ distribution, each episode's success stored; success per policy version from the
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
 from replay.eval_results import success_by_version
 from robot_server.api.auth import read_access, require_token
-from robot_server.api.deps import command, daemon_of, jsonable, store_reader
+from robot_server.api.deps import command, daemon_of, ended, jsonable, still_running, store_reader
 from robot_server.api.models import (
     COMMAND_REFUSED,
     EvalResults,
@@ -34,18 +34,13 @@ async def start_eval(request: Request, params: EvalParams) -> EvalSummary:
 async def current_eval(request: Request) -> EvalSummary:
     st = daemon_of(request).status()
     if not st.get("eval"):
-        last = daemon_of(request).supervisor.last_eval
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no eval session is running"
-                            + (f"; the last one ended: {last['end_reason']}" if last else ""))
+        raise still_running(daemon_of(request).supervisor.last_eval, "eval session")
     return EvalSummary.model_validate(jsonable(st["eval"]))
 
 
 @router.get("/last", dependencies=[Depends(read_access)], responses={404: problem("no eval session has ended yet")})
 async def last_eval(request: Request) -> EvalSummary:
-    last = daemon_of(request).supervisor.last_eval
-    if last is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no eval session has ended yet")
-    return EvalSummary.model_validate(jsonable(last))
+    return EvalSummary.model_validate(ended(daemon_of(request).supervisor.last_eval, "eval session"))
 
 
 @router.post("/current/reset-done", dependencies=[Depends(require_token)], responses=COMMAND_REFUSED)

@@ -1,5 +1,6 @@
 """Interventions: the operator records when they had to step in; the robot's own help requests;
-the store's event log (interventions, resets, help requests, e-stops), which outlives restarts."""
+the store's event log (interventions, resets, pauses, camera resets, help requests, e-stops), which
+outlives restarts."""
 
 from __future__ import annotations
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable
 from robot_server.api.models import InvalidRequest, PolicyAccepted, PolicySummary, problem
+from robot_server.api.upload import read_checkpoint_body
 from spec.direction import Direction
 
 router = APIRouter(prefix="/policies", tags=["policies"])
@@ -29,7 +30,8 @@ async def list_policies(request: Request) -> PolicySummary:
     dependencies=[Depends(require_token)],
     openapi_extra={"requestBody": CHECKPOINT_BODY},
     responses={
-        400: problem("not a checkpoint (or an empty body)"),
+        400: problem("not a checkpoint, an empty body, or the upload broke off"),
+        408: problem("the upload stalled for server.body_timeout_s"),
         409: problem("its version is not newer than the running one"),
         413: problem("larger than server.max_checkpoint_mb"),
         422: {"model": InvalidRequest, "description": "its observation or action spec, or its direction, "
@@ -41,19 +43,9 @@ async def put_policy(request: Request, direction: Direction) -> PolicyAccepted:
     from policies.intake import CheckpointRejected
 
     d = daemon_of(request)
-    limit = int(d.cfg.server.max_checkpoint_mb * 1e6)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"checkpoint larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"checkpoint larger than {limit} bytes")
-    if not body:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "empty body: send the checkpoint bytes")
+    body = await read_checkpoint_body(request, int(d.cfg.server.max_checkpoint_mb * 1e6), d.cfg.server.body_timeout_s)
     try:
-        accepted = await run_in_threadpool(d.accept_checkpoint, direction, bytes(body))
+        accepted = await run_in_threadpool(d.accept_checkpoint, direction, body)
     except CheckpointRejected as exc:
         d.policies.rejected += 1
         raise HTTPException(exc.status_code, exc.message) from None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
 from robot_server.api.auth import read_access, require_token
-from robot_server.api.deps import command, daemon_of, jsonable
+from robot_server.api.deps import command, daemon_of, ended, jsonable, still_running
 from robot_server.api.models import (
     COMMAND_REFUSED,
     CurrentSession,
@@ -34,11 +34,7 @@ async def start_session(request: Request, params: SessionParams) -> SessionSumma
 async def current_session(request: Request) -> CurrentSession:
     st = daemon_of(request).status()
     if not st.get("session"):
-        last = daemon_of(request).supervisor.last_session
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            "no session is running" + (f"; the last one ended: {last['end_reason']}" if last else ""),
-        )
+        raise still_running(daemon_of(request).supervisor.last_session, "session")
     return CurrentSession.model_validate(
         jsonable({"session": st["session"], "stage": st["stage"], "help_requests": st["help_requests"]})
     )
@@ -46,10 +42,7 @@ async def current_session(request: Request) -> CurrentSession:
 
 @router.get("/last", dependencies=[Depends(read_access)], responses={404: problem("no session has ended yet")})
 async def last_session(request: Request) -> SessionSummary:
-    last = daemon_of(request).supervisor.last_session
-    if last is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no session has ended yet")
-    return SessionSummary.model_validate(jsonable(last))
+    return SessionSummary.model_validate(ended(daemon_of(request).supervisor.last_session, "session"))
 
 
 @router.post("/current/pause", dependencies=[Depends(require_token)], responses=COMMAND_REFUSED)

@@ -99,5 +99,7 @@ async def learner_status(request: Request, body: LearnerReport) -> Ok:
     """The learner's progress and classifier diagnostics, shown to the operator."""
     d = daemon_of(request)
     d.learner_report = {"received_at": time.time(), "step": body.step, "metrics": body.metrics,
-                        "classifier": {k: v for k, v in body.metrics.items() if k.startswith("clf")}}
+                        "classifier": {k: v for k, v in body.metrics.items() if k.startswith("clf")},
+                        "behind_steps": body.behind_steps, "dropped": body.dropped, "buffered": body.buffered,
+                        "capacity": body.capacity}
     return Ok(ok=True)

@@ -34,7 +34,7 @@ def telemetry_message(daemon) -> dict:
             "action_source": st.get("action_source"),
             "takeover": st.get("takeover"),
             "store": st.get("store"),
-            "learner": daemon.learner_report,
+            "learner": st.get("learner"),
             "classifier_scores": (daemon.learner_report or {}).get("classifier"),
             "control_loop_alive": st.get("control_loop_alive"),
         }

@@ -301,6 +301,8 @@ function render(m) {
   text("t-skipped", t.skipped);
   $("t-late").parentElement.classList.toggle("warn", t.late > 0);
   $("t-stale").parentElement.classList.toggle("warn", t.stale_frames > 0);
+  text("t-camera-resets", c.stale_camera_resets);
+  $("t-camera-resets").parentElement.classList.toggle("warn", c.stale_camera_resets > 0);
 
   const p = m.policies || {};
   const pol = (x) => (x ? `v${x.version}` + (x.training_step != null ? ` (training step ${x.training_step})` : "") : "none");
@@ -308,7 +310,10 @@ function render(m) {
   text("p-backward", pol(p.backward));
   text("p-swaps", `${p.swaps ?? "–"} / ${p.rejected ?? "–"}`);
   const l = m.learner;
-  text("p-learner", l ? `step ${l.step}, reported ${fmtTime(l.received_at)}` : "no report");
+  const behind = l && l.behind_steps ? Object.values(l.behind_steps).reduce((a, b) => a + b, 0) : 0;
+  const dropped = l && l.dropped ? Object.values(l.dropped).reduce((a, b) => a + b, 0) : 0;
+  text("p-learner", l ? `step ${l.step}, reported ${fmtTime(l.received_at)}`
+    + (behind || dropped ? `; behind ${behind} steps, ${dropped} dropped` : "") : "no report");
 
   text("arm-pos", arm.position ? arm.position.map((v) => v.toFixed(3)).join(", ") : null);
   text("arm-gripper", arm.gripper_width !== undefined
@@ -516,10 +521,35 @@ function initKeyboard() {
   });
 }
 
+// ---------------------------------------------------------------- morning report
+// Without a token the link opens the report itself. With one (reads may be protected, and a link
+// cannot send a header) the page is fetched with it and shown from memory: its plots are embedded,
+// only its links to the PNG files and report.json then need the token-free route.
+function initReportLink() {
+  $("report-link").addEventListener("click", async (e) => {
+    if (!token()) return;
+    e.preventDefault();
+    const win = window.open("", "_blank"); // now, inside the click: a later window.open is blocked
+    try {
+      const resp = await fetch("/reports/latest/", { headers: authHeaders() });
+      if (!resp.ok) {
+        let why = resp.statusText;
+        try { why = describeDetail((await resp.json()).detail) || why; } catch (_) { /* not JSON */ }
+        throw new Error(`${resp.status}: ${why}`);
+      }
+      win.location = URL.createObjectURL(await resp.blob());
+    } catch (err) {
+      if (win) win.close();
+      showMessage(`morning report: ${err.message}`, true);
+    }
+  });
+}
+
 // ---------------------------------------------------------------- start
 function init() {
   initToken();
   initControls();
+  initReportLink();
   initKeyboard();
   for (const r of document.querySelectorAll('input[name="view"]')) r.addEventListener("change", showCameras);
   connectTelemetry(false);

@@ -1,0 +1,254 @@
+"""The operator's morning report as data: every figure of `replay report`, gathered from the store
+(and, when given, the learner's run dir). plots.py and page.py draw and write it; report.json is this
+dict as is.
+
+Every section has `title`, `recorded` and, when the store holds no data for it, `why`; a section
+with data says how each number is defined, so the page and the JSON read the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from replay.eval_results import success_by_version
+from replay_tools.human_time import human_time, paired_intervals
+from replay_tools.intervals import hour_of, hours_between
+from replay_tools.timeline import Timeline
+
+GOAL_THRESHOLD = 0.5  # the goal classifier says "success" at p_goal >= this
+LATE_FRACTION = 0.1  # as the control loop counts a late tick: more than 10 % of a period late
+
+
+@dataclass
+class LearnerFigures:
+    """What the learner's run dir adds (learner_figures.py reads it); empty when none was given."""
+
+    scalars: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # tag -> [{time, step, value}]
+    scalars_why: str = "no --learner-run given"
+    goal_scores: dict[str, float] = field(default_factory=dict)  # eval episode id -> p_goal of its last frame
+    goal_scores_why: str = "no --learner-run and --config given to score the eval episodes' last frames"
+    goal_scores_source: str = ""
+
+
+def _hourly_counts(things: list[tuple[float, str]]) -> list[dict[str, Any]]:
+    """[{hour, <kind>: count, ...}] for every clock hour from the first thing to the last (zeros too)."""
+    if not things:
+        return []
+    counts: dict[float, Counter] = {}
+    for t, kind in things:
+        counts.setdefault(hour_of(t), Counter())[kind] += 1
+    times = [t for t, _ in things]
+    return [{"hour": h, **counts.get(h, {})} for h in hours_between(min(times), max(times))]
+
+
+def _not_recorded(title: str, why: str, **extra: Any) -> dict[str, Any]:
+    return {"title": title, "recorded": False, "why": why, **extra}
+
+
+def eval_success(tl: Timeline) -> dict[str, Any]:
+    title = "Forward success per policy version (eval sessions)"
+    rows = success_by_version(s.info for s in tl.segments)
+    if not rows:
+        return _not_recorded(title, "no closed eval episode with a verdict in the store")
+    return {"title": title, "recorded": True, "rows": rows,
+            "definition": "closed eval episodes with a verdict (task or operator), grouped by the forward "
+                          "policy version that acted; success rate = successes / episodes"}
+
+
+def recoveries(tl: Timeline) -> dict[str, Any]:
+    title = "Recoveries and reflexes"
+    practice = tl.of_kind("practice")
+    if not practice:
+        return _not_recorded(title, "no practice segment in the store")
+    cuts = [s for s in practice if s.info.closed and str(s.info.attrs.get("end_reason", "")).startswith("arm ")]
+    arm_help = [e for e in tl.events_of("help_requested") if e.get("source") == "arm"]
+    return {
+        "title": title, "recorded": True,
+        "definition": "practice segments cut because the arm left READY (reflex, recovering, paused, ...), by "
+                      "the arm mode seen first; arm help requests (the arm paused itself after repeated "
+                      "reflexes); e-stops. The arm's own reflex and recovery counters are not stored, so "
+                      "errors outside practice segments (homing, evals, demos) are not seen here.",
+        "arm_cuts": len(cuts),
+        "arm_cuts_by_mode": dict(Counter(str(s.info.attrs["end_reason"])[4:] for s in cuts)),
+        "arm_help_requests": len(arm_help),
+        "estops": len(tl.events_of("estop")),
+        "hours": _hourly_counts([(float(s.wall[-1]), str(s.info.attrs["end_reason"])[4:]) for s in cuts]),
+        "cuts": [{"episode": s.info.id, "at": float(s.wall[-1]), "reason": s.info.attrs["end_reason"]} for s in cuts],
+    }
+
+
+def help_requests(tl: Timeline) -> dict[str, Any]:
+    title = "Help requests"
+    asked = tl.events_of("help_requested")
+    spans = paired_intervals(tl.events_of("help_requested", "help_resolved"), "help_requested", "help_resolved",
+                             key="source", still_open_until=np.nan)
+    by_source = {}
+    for source, count in sorted(Counter(str(e.get("source", "?")) for e in asked).items()):
+        waits = [end - start for start, end in spans.get(source, []) if not np.isnan(end)]
+        by_source[source] = {
+            "requests": count, "resolved": len(waits), "still_open": int(sum(np.isnan(e) for _, e in spans.get(source, []))),
+            "median_wait_s": round(float(np.median(waits)), 1) if waits else None,
+            "max_wait_s": round(max(waits), 1) if waits else None,
+        }
+    return {
+        "title": title, "recorded": True, "requests": len(asked), "by_source": by_source,
+        "definition": "help_requested events of the store's event log, by source; wait = time to the "
+                      "help_resolved of the same source",
+        "hours": _hourly_counts([(float(e["time"]), str(e.get("source", "?"))) for e in asked]),
+        "requests_list": [{"at": e["time"], "source": e.get("source"), "reason": e.get("reason")} for e in asked],
+    }
+
+
+def tick_health(tl: Timeline) -> dict[str, Any]:
+    title = "Tick health"
+    practice = [s for s in tl.of_kind("practice") if len(s.wall) > 1]
+    if not practice:
+        return _not_recorded(title, "no practice segment with two or more committed steps")
+    period = tl.period_s
+    dt = np.concatenate([np.diff(s.wall) for s in practice])
+    at = np.concatenate([s.wall[1:] for s in practice])
+    err_ms = np.abs(dt - period) * 1e3
+    late = dt > period * (1 + LATE_FRACTION)
+    missed = np.maximum(np.rint(dt / period) - 1, 0).astype(int)
+    hours = []
+    for h in sorted({hour_of(float(t)) for t in at}):
+        m = (at >= h) & (at < h + 3600)
+        hours.append({"hour": h, "intervals": int(m.sum()), "p99_error_ms": round(float(np.percentile(err_ms[m], 99)), 3),
+                      "late": int(late[m].sum()), "missed_ticks": int(missed[m].sum())})
+    return {
+        "title": title, "recorded": True,
+        "definition": f"from the recorded step timestamps of practice segments (consecutive ticks): period "
+                      f"error = |interval - {period * 1e3:.0f} ms|; late = an interval more than "
+                      f"{LATE_FRACTION:.0%} of a period long; missed ticks = round(interval / period) - 1. "
+                      "The control loop's own counters (late, overruns, skipped) are served at /metrics, "
+                      "not stored.",
+        "period_ms": round(period * 1e3, 3), "intervals": int(len(dt)),
+        "p50_error_ms": round(float(np.percentile(err_ms, 50)), 3),
+        "p99_error_ms": round(float(np.percentile(err_ms, 99)), 3),
+        "max_error_ms": round(float(err_ms.max()), 3),
+        "late": int(late.sum()), "missed_ticks": int(missed.sum()), "hours": hours,
+    }
+
+
+def checkpoint_swaps(tl: Timeline) -> dict[str, Any]:
+    title = "Checkpoint swaps"
+    if not any(s.info.kind in ("practice", "eval") for s in tl.segments):
+        return _not_recorded(title, "no practice or eval segment in the store")
+    swaps: list[dict[str, Any]] = []
+    last_at: dict[str, float] = {}  # the last step a learned policy acted, per direction: where the plot ends
+    for direction in ("forward", "backward"):
+        segs = [s for s in tl.segments if s.info.kind in ("practice", "eval") and s.info.direction == direction
+                and len(s.wall)]
+        if not segs:
+            continue
+        wall = np.concatenate([s.wall for s in segs])
+        versions = np.concatenate([s.versions for s in segs])
+        owner = np.concatenate([np.full(len(s.wall), i) for i, s in enumerate(segs)])
+        order = np.argsort(wall, kind="stable")
+        learned = order[versions[order] >= 0]  # -1: random, hold or teleop steps
+        previous: int | None = None
+        if len(learned):
+            last_at[direction] = float(wall[learned[-1]])
+        for i in learned:
+            v = int(versions[i])
+            if v != previous:
+                swaps.append({"direction": direction, "from": previous, "to": v, "at": float(wall[i]),
+                              "episode": segs[owner[i]].info.id})
+                previous = v
+    swaps.sort(key=lambda s: s["at"])
+    return {"title": title, "recorded": True, "swaps": swaps, "count": len(swaps), "last_acted_at": last_at,
+            "definition": "from the policy version recorded with every practice and eval step: a swap is the "
+                          "first step a version acts after another (per direction; steps without a learned "
+                          "policy are skipped). A version pushed but never acting in a recorded step is not seen."}
+
+
+def classifier_scores(tl: Timeline, learner: LearnerFigures) -> dict[str, Any]:
+    title = "Classifier scores over time"
+    stored = [{"time": float(s.wall[-1]), "episode": s.info.id, "value": float(s.info.attrs["goal_score"])}
+              for s in tl.of_kind("eval") if isinstance(s.info.attrs.get("goal_score"), int | float)]
+    series: dict[str, list[dict[str, float]]] = dict(learner.scalars)
+    if stored:
+        series["eval/goal_score (store)"] = stored
+    if not series:
+        return _not_recorded(title, "the store records no classifier score (eval episodes have goal_score None); "
+                             f"learner TensorBoard scalars: {learner.scalars_why}")
+    return {"title": title, "recorded": True, "series": series,
+            "definition": "the learner's TensorBoard scalars clf_<direction>/* (mean probability on demo "
+                          "positives, on online negatives and on fresh online frames; train accuracy, loss) "
+                          "against wall time, plus any goal_score the store keeps with an eval verdict"}
+
+
+def labelled_fp_fn(tl: Timeline, learner: LearnerFigures) -> dict[str, Any]:
+    title = "Labelled set: goal classifier false positives / negatives"
+    labelled = [s for s in tl.of_kind("eval") if s.info.closed and s.info.success is not None]
+    if not labelled:
+        return _not_recorded(title, "no eval episode with a verdict (the labelled set) in the store")
+    items = []
+    for s in labelled:
+        stored = s.info.attrs.get("goal_score")
+        score, source = ((float(stored), "store") if isinstance(stored, int | float)
+                         else (learner.goal_scores.get(s.info.id), learner.goal_scores_source))
+        if score is not None:
+            items.append({"episode": s.info.id, "version": s.info.attrs.get("policy_version"),
+                          "success": bool(s.info.success), "score": round(float(score), 4), "source": source})
+    if not items:
+        return _not_recorded(title, f"{len(labelled)} eval verdicts, but no goal-classifier score: the store keeps "
+                             f"none, and {learner.goal_scores_why}", labelled=len(labelled))
+    said = [i["score"] >= GOAL_THRESHOLD for i in items]
+    tp = sum(s and i["success"] for s, i in zip(said, items, strict=True))
+    fp = sum(s and not i["success"] for s, i in zip(said, items, strict=True))
+    fn = sum(not s and i["success"] for s, i in zip(said, items, strict=True))
+    tn = len(items) - tp - fp - fn
+    return {
+        "title": title, "recorded": True,
+        "definition": f"the labelled set is every closed eval episode with a verdict (success or failure, by "
+                      f"the task or the operator); the goal classifier says success when p_goal of the "
+                      f"episode's last frame >= {GOAL_THRESHOLD}. FP = says success on a failure, FN = says "
+                      "failure on a success; FP rate = FP / failures, FN rate = FN / successes.",
+        "threshold": GOAL_THRESHOLD, "labelled": len(labelled), "scored": len(items), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "fp_rate": round(fp / (fp + tn), 4) if fp + tn else None,
+        "fn_rate": round(fn / (fn + tp), 4) if fn + tp else None,
+        "items": items,
+    }
+
+
+def _overview(tl: Timeline) -> dict[str, Any]:
+    starts = [float(s.wall[0]) for s in tl.segments if len(s.wall)]
+    ends = [float(s.wall[-1]) for s in tl.segments if len(s.wall)]
+    open_eps = [s.info.id for s in tl.segments if not s.info.closed]
+    kinds = {s.info.kind for s in tl.segments}
+    return {
+        "episodes": dict(Counter(s.info.kind for s in tl.segments)),
+        "steps": {k: sum(len(s.wall) for s in tl.segments if s.info.kind == k) for k in sorted(kinds)},
+        "events": len(tl.events),
+        "first_step_at": min(starts) if starts else None,
+        "last_step_at": max(ends) if ends else None,
+        "open_episode": open_eps[0] if open_eps else None,
+    }
+
+
+def gather(tl: Timeline, learner: LearnerFigures | None = None) -> dict[str, Any]:
+    """Every figure of the report, as plain JSON values."""
+    learner = learner or LearnerFigures()
+    practice = {"title": "Interventions and human minutes per practice hour", **human_time(tl)}
+    return {
+        "store": str(tl.store),
+        "generated_at": time.time(),
+        "overview": _overview(tl),
+        "sections": {
+            "eval_success": eval_success(tl),
+            "practice": practice,
+            "recoveries": recoveries(tl),
+            "help_requests": help_requests(tl),
+            "tick_health": tick_health(tl),
+            "checkpoint_swaps": checkpoint_swaps(tl),
+            "classifier_scores": classifier_scores(tl, learner),
+            "labelled_fp_fn": labelled_fp_fn(tl, learner),
+        },
+    }
+
