@@ -20,4 +20,15 @@ class JsonBody(BaseModel):
     @classmethod
     def _integral_floats(cls, value: Any) -> Any:
         # Harmless for other fields: a float field takes the int back, any other type still refuses it.
-        return int(value) if isinstance(value, float) and value.is_integer() else value
+        return _integral(value)
+
+
+def _integral(value: Any) -> Any:
+    """3.0 -> 3, also inside lists and dicts (e.g. a dict of step counts)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value

@@ -79,3 +79,15 @@ def test_the_served_document_declares_the_token_on_reads(daemon: DaemonProc) -> 
     assert doc["paths"]["/cameras/{name}/stream"]["get"]["security"] == [{"HTTPBearer": []}, {"TokenQuery": []}]
     assert set(doc["components"]["securitySchemes"]) == {"HTTPBearer", "TokenQuery"}
     assert "Reads need it too" in doc["info"]["description"]
+
+
+def test_bodies_take_integral_floats_as_integers_inside_dicts_too() -> None:
+    # JSON Schema counts 7676.0 as an integer: the learner's backlog counts may arrive so.
+    from pydantic import ValidationError
+
+    from robot_server.api.models import LearnerReport
+
+    report = LearnerReport.model_validate({"step": 3.0, "metrics": {"a": 1.0}, "buffered": {"backward": 7676.0}})
+    assert report.step == 3 and report.buffered == {"backward": 7676} and report.metrics == {"a": 1.0}
+    with pytest.raises(ValidationError, match="buffered.backward"):
+        LearnerReport.model_validate({"step": 3, "buffered": {"backward": 7676.5}})

@@ -44,6 +44,10 @@ def schemathesis_run(daemon: DaemonProc, workdir: Path, token: str | None) -> di
     """`st run --checks all` against the daemon's served document; its JSON report."""
     workdir.mkdir(parents=True, exist_ok=True)
     report = workdir / "report.json"
+    # The server builds its document once, on the first request: do that here, with room for a
+    # busy machine, rather than inside schemathesis's fixed 10 s schema-loading timeout.
+    with daemon.client(token=token or "") as client:
+        assert client.get("/openapi.json", timeout=120).status_code == 200
     cmd = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(REPO / "schemathesis.toml"), "--no-color",
         "run", f"{daemon.url}/openapi.json",
