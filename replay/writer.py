@@ -68,11 +68,11 @@ def _free_attrs(attrs: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
 
 
 def _write_error(path: Path, what: str, exc: OSError, after: str = "") -> StoreError:
-    """StoreFullError for a full disk (the caller may retry once space returns), else StoreError."""
-    err = full_error(path, what, exc) if is_disk_full(exc) else StoreError(f"{what} failed ({exc})")
-    if after:
-        err.args = (f"{err.args[0]}; {after}",)
-    return err
+    """StoreFullError for a full disk (the caller retries once space returns, or abandons the
+    episode), else StoreError with `after`: what the caller may do next."""
+    if is_disk_full(exc):
+        return full_error(path, what, exc)
+    return StoreError(f"{what} failed ({exc}){'; ' + after if after else ''}")
 
 
 class ReplayWriter:

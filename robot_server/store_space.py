@@ -8,6 +8,7 @@ free. It is "ready" again once `store.resume_free_mb` are free. The control thre
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,12 @@ class StoreSpace:
     def mark_full(self, cause: str, free_bytes_now: int | None = None) -> None:
         if free_bytes_now is not None:
             self.free_mb = free_bytes_now / MB
+        free = None if self.free_mb is None else round(self.free_mb, 1)
         if self.full is None:
             self.pauses += 1
-        since = time.time() if self.full is None else self.full.since
-        free = None if self.free_mb is None else round(self.free_mb, 1)
-        self.full = StoreFull(cause, str(self.path), free, self.resume_free_mb, since)
+            self.full = StoreFull(cause, str(self.path), free, self.resume_free_mb, time.time())
+        else:  # keep what filled it (the operator's message stays put); later failures follow from it
+            self.full = dataclasses.replace(self.full, free_mb=free)
         self._next = time.monotonic() + self.every_s
 
     def clear(self) -> None:
