@@ -92,7 +92,7 @@ class Daemon:
         except Exception:
             self.devices.close()
             raise
-        self.recorder = Recorder(self.writer)
+        self.recorder = Recorder(self.writer, cfg.store)
         self.policies = PolicySlots(cfg.server.checkpoint_dir)
         # The learner's classifiers, for scoring recorded frames on the review page (never the tick).
         self.classifiers = ClassifierSlots(cfg.server.checkpoint_dir, self.store_meta.obs_spec())
@@ -187,6 +187,7 @@ class Daemon:
             "last_error": self.recorder.stats.last_error,
             "last_episode": self.recorder.stats.last_episode,
             "recording": self.recorder.recording,
+            **self.recorder.status(),
         }
         st["teleop"] = {
             "spacemouse": None if self.spacemouse is None else self.spacemouse.status(),

@@ -297,6 +297,9 @@ class Supervisor:
             raise CommandError("emergency stop is active: release it first")
         if self.mode != Mode.IDLE:
             raise CommandError(f"cannot {what} while {self.mode.value} is running")
+        full = None if self.ctx.recorder is None else self.ctx.recorder.full
+        if full is not None:  # every mode records: none may start unrecorded
+            raise CommandError(f"cannot {what}: {full.message}")
 
     def _practice(self) -> Practice:
         if self.mode != Mode.PRACTICE or self.practice is None:
@@ -354,6 +357,11 @@ class Supervisor:
             ctx.help.ask(HelpSource.ARM, why)
         else:
             ctx.help.resolve(HelpSource.ARM)
+        full = None if ctx.recorder is None else ctx.recorder.full
+        if full is not None:
+            ctx.help.ask(HelpSource.STORE, full.message)
+        else:
+            ctx.help.resolve(HelpSource.STORE)
         if ctx.task is None or self.mode != Mode.PRACTICE:
             return
         if ctx.task.object_in_workspace():

@@ -87,6 +87,22 @@ class ControlConfig(Strict):
 class StoreConfig(Strict):
     path: Path = Path("data/sim.zarr")
     chunk_steps: int = Field(16, ge=1, le=1000)
+    # A full disk pauses practice instead of letting it run unrecorded (robot_server.store_space).
+    min_free_mb: float = Field(
+        256.0, ge=0, description="pause practice when the store's disk has less free space than this "
+        "(checked every space_check_s off the tick; 0 = only a failed write pauses it)"
+    )
+    resume_free_mb: float = Field(
+        512.0, gt=0, description="after a pause for space, resume once this much is free (at least min_free_mb)"
+    )
+    space_check_s: float = Field(5.0, gt=0, le=600, description="how often the writer thread checks free space")
+
+    @model_validator(mode="after")
+    def _resume_above_floor(self) -> StoreConfig:
+        if self.resume_free_mb < self.min_free_mb:
+            raise ValueError(f"resume_free_mb={self.resume_free_mb} must be at least min_free_mb={self.min_free_mb}, "
+                             "or practice would pause again as soon as it resumed")
+        return self
 
 
 class SessionConfig(Strict):
