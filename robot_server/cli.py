@@ -152,15 +152,26 @@ def demos(
     direction: DirectionChoice = typer.Option(..., help="forward (do the task) or backward (undo it)"),
     count: int = typer.Option(20, min=1, max=10_000, help="successful demonstrations to record"),
     max_steps: int = typer.Option(200, min=10, max=10_000, help="steps per demonstration at most"),
+    top_up: bool = typer.Option(
+        False, "--top-up", help="COUNT is how many the store should hold: record only the successful ones it lacks"
+    ),
 ) -> None:
     """Record scripted-expert demonstrations in the sim world into the store (as demo segments)."""
     _env_defaults()
     from rich.progress import Progress
 
     from robot_server.daemon import Daemon, setup_logging
+    from robot_server.demo import successful_demos
 
     setup_logging(logging.WARNING)
     cfg = _load(config)
+    if top_up:
+        # A deployment starts this on every `up`: a store that already has its demos is left alone.
+        have = successful_demos(cfg.store.path)[direction.value]
+        if have >= count:
+            typer.echo(f"{have} successful {direction.value} demos already in {cfg.store.path}")
+            return
+        count -= have
     cfg.control.status_line = False
     try:
         daemon = Daemon(cfg)

@@ -137,6 +137,11 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     token: str = Field("change-me", min_length=8)
+    token_file: Path | None = Field(
+        None,
+        description="read the token from this file instead (a compose secret: /run/secrets/NAME); it wins over "
+        "`token`, so an image or env file never has to carry the token itself",
+    )
     protect_reads: bool = False
     checkpoint_dir: Path = Path("data/policies")
     max_checkpoint_mb: float = Field(512.0, gt=0)
@@ -148,6 +153,22 @@ class ServerConfig(Strict):
         description="where `replay report STORE -o DIR` writes (DIR itself or one folder per report); "
         "GET /reports/latest serves the newest",
     )
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> ServerConfig:
+        if self.token_file is None:
+            return self
+        try:
+            # Secret files usually end in a newline (echo, an editor): it is not part of the token.
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"token_file {str(self.token_file)!r} cannot be read: {exc.strerror}") from None
+        if len(token) < 8:
+            raise ValueError(
+                f"token_file {str(self.token_file)!r} holds a token of {len(token)} characters, at least 8 needed"
+            )
+        self.token = token
+        return self
 
 
 class SpaceMouseConfig(Strict):
