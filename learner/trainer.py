@@ -236,7 +236,8 @@ class Trainer:
 
     def _data_fingerprint(self) -> tuple:
         """What every rank must agree on after a poll for their schedules to stay in step."""
-        return (self.router.env_steps, sorted(self.buffers.sizes().items()), len(self.core.labelled) if self.core else 0)
+        labelled = len(self.core.labelled) if self.core else 0
+        return self.router.env_steps, sorted(self.buffers.sizes().items()), labelled
 
     def _read_labels(self) -> None:
         """Operator labels from the store's event log into the goal classifier's data; the classifier's
