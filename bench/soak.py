@@ -37,6 +37,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from bench import soak_faults, soak_report  # noqa: E402
 from bench.soak_probe import children, cmdline, dir_size_mb, rss_mb  # noqa: E402
 from bench.soak_rig import InjectRejected, Rig  # noqa: E402
+from learner.state import latest  # noqa: E402
 
 PROCESS_FAULTS = ("learner_kill9", "daemon_restart", "network_cut")
 # Injected by the daemon itself; spacemouse_unplug and takeover need an operator, not unattended practice.
@@ -111,19 +112,21 @@ class Sampler:
         rig = self.rig
         st = rig.status()
         daemon_pid = rig.daemon.proc.pid if rig.daemon.alive() else None
-        render = children(daemon_pid) if daemon_pid else []
+        kids = children(daemon_pid) if daemon_pid else []
+        # The daemon's children: the sim's render process, and multiprocessing's resource tracker.
+        render = [p for p in kids if "render_process" in cmdline(p)]
+        helpers = [p for p in kids if p not in render]
         learner_pid = rig.learner.pid if rig.learner is not None and rig.learner.poll() is None else None
         rss = {
             "daemon": rss_mb(daemon_pid) if daemon_pid else None,
-            # The daemon's children: the sim's render process (and nothing else in this setup).
             "render": sum(filter(None, (rss_mb(p) for p in render))) if render else None,
             "learner": rss_mb(learner_pid) if learner_pid else None,
+            "daemon_helpers": sum(filter(None, (rss_mb(p) for p in helpers))) if helpers else None,
         }
         sample = {
             "t_s": round(time.monotonic() - self.t0, 1),
             "loadavg_1m": os.getloadavg()[0],
-            "pids": {"daemon": daemon_pid, "render": render, "learner": learner_pid},
-            "render_cmd": [cmdline(p)[-80:] for p in render],
+            "pids": {"daemon": daemon_pid, "render": render, "learner": learner_pid, "daemon_helpers": helpers},
             "rss_mb": {k: None if v is None else round(v, 1) for k, v in rss.items()},
             "store_mb": round(dir_size_mb(rig.daemon.store_path), 2),
             "committed_steps": rig.committed_total(),
@@ -161,9 +164,10 @@ def run(args: argparse.Namespace) -> dict:
         rig.start_learner()
         sampler.start()
         end = t0 + args.minutes * 60
-        first_push = soak_faults._wait(lambda: (rig.versions() or {}).get("forward", -1) >= 0,
-                                       args.recovery_timeout_s, 1.0)
-        print(f"first push after {'never' if first_push is None else f'{first_push - t0:.0f} s'}", flush=True)
+        # Faults begin once the learner has pushed and saved a training state to resume from.
+        ready = soak_faults._wait(lambda: (rig.versions() or {}).get("forward", -1) >= 0
+                                  and latest(rig.run_dir / "state") is not None, args.recovery_timeout_s, 1.0)
+        print(f"learner pushed and saved after {'never' if ready is None else f'{ready - t0:.0f} s'}", flush=True)
         kill_signals = [signal.SIGKILL, signal.SIGTERM]
         n = 0
         next_at = time.monotonic()

@@ -1,8 +1,8 @@
 """The process faults bench/soak.py drives itself, each timed from injection to detection and recovery.
 
 learner_kill9   kill -9 the learner and start it again (as its supervisor would). Detected when its
-                supervisor (the soak) sees it gone; recovered when the new learner resumed from its
-                saved state and a push of it went through.
+                supervisor (the soak) sees it gone; recovered when a push of the new learner went
+                through (it resumes from its saved state: the soak waits for one before the first fault).
 daemon_restart  stop the daemon, alternately with kill -9 (a crash: steps in flight are lost) and
                 SIGTERM (a clean stop: none are), and start it again. Detected when the learner's
                 pushes start failing; recovered when the daemon ticks again and a push went through.
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.soak_rig import LogWatch, Rig
+from learner.state import latest
 
 RETRY = r"will retry"
 
@@ -52,20 +53,23 @@ def _recorder_errors(rig: Rig) -> int | None:
 
 def learner_kill9(rig: Rig, timeout: float) -> dict[str, Any]:
     errors0 = _recorder_errors(rig)
+    had_state = latest(rig.run_dir / "state") is not None
     t0 = time.monotonic()
     rig.kill_learner()
     detected = time.monotonic()  # the soak is the learner's supervisor: waitpid returned
     log = rig.start_learner()
-    resumed = _wait(lambda: "resumed from" in log.read_text(errors="replace"), timeout)
+    # Its first line: a push the dead learner had sent is through by now, so a rise from here is the new one's.
+    started = _wait(lambda: "learner: store" in log.read_text(errors="replace"), timeout)
     base = rig.versions() or {d: 10**9 for d in ("forward", "backward")}
-    recovered = None if resumed is None else _wait(lambda: _rose(rig, base), timeout)
+    resumed = _wait(lambda: "resumed from" in log.read_text(errors="replace"), timeout) if had_state else None
+    recovered = None if started is None else _wait(lambda: _rose(rig, base), timeout)
     errors1 = _recorder_errors(rig)
     return {
         "detection_s": _since(t0, detected), "recovery_s": _since(t0, recovered),
-        "resumed_s": _since(t0, resumed),
         # The daemon goes on recording: a step is lost only if its writer failed one.
         "steps_lost": None if errors0 is None or errors1 is None else errors1 - errors0,
-        "detail": {"learner_log": log.name},
+        "detail": {"learner_log": log.name, "had_saved_state": had_state, "started_s": _since(t0, started),
+                   "resumed_s": _since(t0, resumed)},
     }
 
 
