@@ -79,13 +79,13 @@ def run(
         specs = [InjectSpec.parse(text) for text in inject]
     except InjectSpecError as exc:
         _fail(str(exc), code=2)
-    setup_logging()
     cfg = _load(config)
     if specs:
         try:
             check_allowed(cfg)
         except InjectSpecError as exc:
             _fail(str(exc), code=2)
+    setup_logging()
     if port is not None:
         cfg.server.port = port
     if api:

@@ -292,6 +292,17 @@ class FaultInjector:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
 
+    def inject(self, kind: FaultKind) -> None:
+        """Inject one fault of `kind` now (its decorator must be in place: a spec of that kind)."""
+        if kind not in self._fire:
+            raise KeyError(f"no {kind.value} decorator in place: start the daemon with --inject {kind.value}@...")
+        detail, fire = self._fire[kind]
+        # Recorded first: the daemon may notice the fault before this thread runs again.
+        self.faults.injected(kind, detail)
+        fire()
+        self.fired += 1
+        log.warning("injected fault %s: %s", kind.value, detail)
+
     def _run(self) -> None:
         t0 = time.monotonic()
         due = [(t0 + s.start_s, i, s) for i, s in enumerate(self.specs)]
@@ -301,13 +312,8 @@ class FaultInjector:
             if self._stop.wait(max(0.0, at - time.monotonic())):
                 return
             heapq.heappop(due)
-            detail, fire = self._fire[spec.kind]
-            # Recorded first: the daemon may notice the fault before this thread runs again.
-            self.faults.injected(spec.kind, detail)
             try:
-                fire()
-                self.fired += 1
-                log.warning("injected fault %s: %s", spec.kind.value, detail)
+                self.inject(spec.kind)
             except Exception:  # a failing injection must not end the rehearsal
                 log.exception("injecting %s failed", spec.kind.value)
             if spec.every_s is not None:
