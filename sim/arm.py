@@ -163,14 +163,16 @@ class SimArm(Arm):
             raise ValueError(f"target yaw must be finite or None, got {target.yaw}")
         if not self._connected or self._machine.active or self._machine.state is not RecoveryState.RUNNING:
             return
+        closed = self._gripper_closed
         with contextlib.suppress(GripperNotAnswering):  # the arm goes on; the gripper keeps its last command
-            self._gripper_closed = self.gripper.command(bool(target.gripper_closed))
+            closed = self.gripper.command(bool(target.gripper_closed))
         # The loop clips to the workspace already; clipping again here keeps the arm inside the
         # box whoever calls it.
         pos = np.clip(pos, self.low, self.high)
         with self.world.lock:
-            accepted = self.world.controller.set_target(pos, target.yaw, self._gripper_closed)
-        if accepted:
+            accepted = self.world.controller.set_target(pos, target.yaw, closed)
+        if accepted:  # a stopped arm ignores targets, its gripper included
+            self._gripper_closed = closed
             self._stats.targets += 1
 
     def go_home(self) -> None:
