@@ -40,6 +40,8 @@ def daemon(tmp_path_factory):
 
 def practise(d: Daemon) -> str:
     params = SessionParams(policy="random", phase_steps=10_000, home_every=0, home_at_start=False)
+    if d.supervisor.practice is not None:  # a failed test before left its session running
+        d.loop.submit(lambda s: s.stop_session())
     sid = d.loop.submit(lambda s: s.start_session(params))["id"]
     wait_until(lambda: (d.status().get("session") or {}).get("total_steps", 0) >= 5, 20, "five steps")
     return sid
@@ -138,7 +140,9 @@ def test_a_gripper_that_stops_answering_is_escalated_then_recovered(daemon):
     assert rec["recovered_at"] - rec["injected_at"] > GRIPPER_HELP_S
     stored = [e for e in d.supervisor.ctx.events.recent(200) if e.get("source") == "gripper"]
     assert [e["event"] for e in stored][-2:] == ["help_requested", "help_resolved"]
-    assert "gripper" not in [h["source"] for h in d.status()["help_requests"]]
+    # The status snapshot is the next tick's: it shows the resolution a tick later on a busy machine.
+    wait_until(lambda: "gripper" not in [h["source"] for h in d.status()["help_requests"]], 5,
+               "the gripper help request to leave the status")
     stop_and_check_store(d, sid)
 
 
