@@ -62,14 +62,30 @@ def run(
     max_steps: int | None = typer.Option(None, min=1, help="stop after this many recorded steps"),
     api: bool = typer.Option(True, help="serve the operator API and page"),
     port: int | None = typer.Option(None, min=0, max=65535, help="override server.port"),
+    inject: list[str] = typer.Option(
+        [], "--inject", metavar="KIND@START[/EVERY]",
+        help="rehearse a device fault (sim only; repeatable): KIND (camera_stop, reflex, gripper_stuck, "
+        "spacemouse_unplug, takeover) START seconds after the loop starts, then every EVERY seconds; "
+        "GET /faults shows each with its detection and recovery",
+    ),
 ) -> None:
     """Run the 10 Hz control daemon (and the operator API at http://host:port/)."""
     _env_defaults()
     from robot_server.daemon import Daemon, check_port_free, setup_logging
+    from robot_server.fault_injection import InjectSpec, InjectSpecError, check_allowed
     from robot_server.session import SessionParams
 
-    setup_logging()
+    try:
+        specs = [InjectSpec.parse(text) for text in inject]
+    except InjectSpecError as exc:
+        _fail(str(exc), code=2)
     cfg = _load(config)
+    if specs:
+        try:
+            check_allowed(cfg)
+        except InjectSpecError as exc:
+            _fail(str(exc), code=2)
+    setup_logging()
     if port is not None:
         cfg.server.port = port
     if api:
@@ -80,7 +96,7 @@ def run(
     if max_steps is not None and policy is None:
         policy = PolicyChoice.learned
     try:
-        daemon = Daemon(cfg, config_path=resolve_config_path(config))
+        daemon = Daemon(cfg, config_path=resolve_config_path(config), inject=specs)
     except Exception as exc:
         _fail(f"could not start: {exc}")
     server = None

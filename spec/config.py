@@ -53,6 +53,12 @@ class ArmConfig(Strict):
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     gripper_speed: float = Field(0.05, gt=0)
     gripper_force: float = Field(20.0, gt=0)
+    gripper_timeout_s: float = Field(
+        1.0, gt=0, le=60, description="a gripper that has not answered this long is a fault (counted; the arm goes on)"
+    )
+    gripper_help_s: float = Field(
+        10.0, gt=0, le=3600, description="a gripper that has not answered this long: ask the operator for help"
+    )
 
 
 class WorkspaceConfig(Strict):

@@ -1,4 +1,4 @@
-"""Request bodies of the operator API (responses are plain JSON documents of the daemon's state)."""
+"""Request bodies of the operator API, and the response models of its newer routes."""
 
 from __future__ import annotations
 
@@ -73,3 +73,14 @@ class LabelBody(Body):
     start: int | None = Field(None, ge=0, description="first labelled frame (frame verdicts)")
     stop: int | None = Field(None, ge=1, description="one past the last labelled frame (frame verdicts)")
     who: str = Field("operator", min_length=1, max_length=64, description="who labels (kept with the label)")
+
+
+class FaultRecord(Body):
+    """One injected device fault (`robot-server run --inject`) and what the daemon made of it."""
+
+    kind: Literal["camera_stop", "reflex", "gripper_stuck", "spacemouse_unplug", "takeover"]
+    injected_at: float = Field(..., description="unix time the fault was injected")
+    detected_at: float | None = Field(..., description="unix time the daemon noticed it (null: not yet)")
+    recovered_at: float | None = Field(..., description="unix time the device worked again (null: not yet)")
+    escalated: bool = Field(..., description="it became a help request to the operator")
+    detail: str

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import command, daemon_of, jsonable
 from robot_server.api.metrics import render_metrics
-from robot_server.api.models import KeyboardInput, LearnerReport, ReasonBody
+from robot_server.api.models import FaultRecord, KeyboardInput, LearnerReport, ReasonBody
 
 router = APIRouter(tags=["system"])
 
@@ -26,6 +26,18 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/status", dependencies=[Depends(read_access)])
 async def get_status(request: Request) -> dict:
     return jsonable(daemon_of(request).status())
+
+
+@router.get(
+    "/faults",
+    response_model=list[FaultRecord],
+    dependencies=[Depends(read_access)],
+    responses={401: {"description": "no bearer token (server.protect_reads)"},
+               403: {"description": "wrong bearer token (server.protect_reads)"}},
+)
+async def get_faults(request: Request) -> list[dict]:
+    """Every injected device fault, oldest first; /status counts faults by kind."""
+    return daemon_of(request).faults.records()
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(read_access)])
