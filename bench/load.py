@@ -275,7 +275,10 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
                "python": sys.version.split()[0]}
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     _write_demos(work / "store.zarr")
-    d = start_daemon(work, overrides={"learner": _learner_overrides(work / "learner")}, timeout=300)
+    overrides = {"learner": _learner_overrides(work / "learner")}
+    if args.realtime_priority:
+        overrides["control"] = {"realtime_priority": args.realtime_priority}
+    d = start_daemon(work, overrides=overrides, timeout=300)
     learner = clients = None
     result: dict[str, Any] = {}
     try:
@@ -312,10 +315,11 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         me0 = os.times()
         poller = Poller(d.url, d.token, args.poll_interval)
         poller.start()
-        p99_trace = []
+        p99_trace, load_trace = [], []
         while time.monotonic() - t0 < args.seconds:
             time.sleep(min(10.0, max(0.0, args.seconds - (time.monotonic() - t0))))
             p99_trace.append(api.get("/status").json()["tick"]["period_error_ms_p99"])
+            load_trace.append(round(os.getloadavg()[0], 2))  # the box is shared: how busy it was meanwhile
         wall = time.monotonic() - t0
         st = api.get("/status").json()
         tick1 = st["tick"]
@@ -343,7 +347,8 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
                          "poll_routes": POLL_ROUTES, "cameras": cameras,
                          "learner_niceness": LEARNER_NICENESS if args.learner else None,
                          "learner_threads": LEARNER_THREADS if args.learner else None,
-                         "daemon_niceness": os.getpriority(os.PRIO_PROCESS, 0)},
+                         "daemon_niceness": os.getpriority(os.PRIO_PROCESS, 0),
+                         "control_realtime_priority": args.realtime_priority},
             "machine": machine,
             "window_s": round(wall, 1),
             "tick": {
@@ -368,6 +373,7 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
             "learner": {"learning_after_s": learning_after_s, "updates_at_end": lr.get("updates"),
                         "policies_active": {k: (v or {}).get("version") for k, v in (st.get("policies") or {}).items()
                                             if k in ("forward", "backward")}},
+            "loadavg_1m_every_10s": load_trace,
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         }
     finally:
@@ -388,7 +394,9 @@ def _print(result: dict[str, Any]) -> None:
     con = Console()
     con.print(f"{s['viewers']} MJPEG viewers + {s['ws_clients']} telemetry WebSockets"
               f"{' + learner' if s['learner'] else ''}, {result['window_s']} s, "
-              f"{result['machine']['cpu_count']} CPUs, load before {result['machine']['loadavg_before']}")
+              f"{result['machine']['cpu_count']} CPUs, load before {result['machine']['loadavg_before']}, "
+              f"during (1 min, every 10 s) {result['loadavg_1m_every_10s']}, "
+              f"control thread SCHED_FIFO {s['control_realtime_priority'] or 'off'}")
     tab = Table(title="control loop over the load window")
     for col in ("ticks", "late", "skipped", "overruns", "stale", "err p50", "err p99", "err max", "work p99"):
         tab.add_column(col, justify="right")
@@ -419,6 +427,8 @@ def main() -> None:
     ap.add_argument("--viewer-fps", type=float, default=10.0, help="fps each viewer asks the stream for")
     ap.add_argument("--ws-interval", type=float, default=0.25, help="telemetry interval each client asks for (s)")
     ap.add_argument("--poll-interval", type=float, default=0.1, help="pause between the poller's requests (s)")
+    ap.add_argument("--realtime-priority", type=int, default=0, choices=range(0, 100), metavar="0-99",
+                    help="control.realtime_priority for the daemon (SCHED_FIFO control thread; 0: off, as shipped)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "load.json"))
     # The client process: this file run again by the parent.
     ap.add_argument("--clients", metavar="URL", help=argparse.SUPPRESS)
