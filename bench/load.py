@@ -165,6 +165,19 @@ def _group_cpu_s(pgid: int) -> dict[int, float]:
     return out
 
 
+def _realtime_threads(pid: int) -> int:
+    """Threads of a process under a real-time policy (SCHED_FIFO/RR): did the priority take?"""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                policy = int(f.read().rsplit(")", 1)[1].split()[38])
+        except (OSError, IndexError, ValueError):
+            continue
+        n += policy in (os.SCHED_FIFO, os.SCHED_RR)
+    return n
+
+
 def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3) if values else float("nan")
 
@@ -324,6 +337,7 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         st = api.get("/status").json()
         tick1 = st["tick"]
         cpu1 = {n: _group_cpu_s(p) for n, p in pids.items()}
+        realtime_threads = _realtime_threads(d.proc.pid)
         me1 = os.times()
         poller.stop.set()
         poller.join(15)
@@ -348,7 +362,8 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
                          "learner_niceness": LEARNER_NICENESS if args.learner else None,
                          "learner_threads": LEARNER_THREADS if args.learner else None,
                          "daemon_niceness": os.getpriority(os.PRIO_PROCESS, 0),
-                         "control_realtime_priority": args.realtime_priority},
+                         "control_realtime_priority": args.realtime_priority,
+                         "daemon_realtime_threads": realtime_threads},
             "machine": machine,
             "window_s": round(wall, 1),
             "tick": {

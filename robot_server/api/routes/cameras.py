@@ -61,11 +61,12 @@ async def stream(
     cam, cfg = _camera(request, name)
     jpegs = _jpegs(request)
 
+    # No `request.is_disconnected()` poll per frame: StreamingResponse already cancels this generator
+    # when the client goes, and each poll cost a cancel scope and a task repr on the event loop
+    # (py-spy, 20 viewers: a fifth of the event loop's GIL time once the encodes were shared).
     async def frames():
         sent, last_index = 0, -1
         while max_frames is None or sent < max_frames:
-            if await request.is_disconnected():
-                return
             jpeg = jpegs.latest(cam, cfg, view)
             if jpeg is not None and jpeg.index != last_index:
                 last_index, jpg = jpeg.index, jpeg.data
