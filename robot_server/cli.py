@@ -123,10 +123,13 @@ def _make_server(daemon):
     # killed process) never holds the server: idle keep-alive connections close after 5 s, a
     # WebSocket whose client stops answering pings closes after 20 + 20 s, a checkpoint upload that
     # stalls gets 408 (server.body_timeout_s), and a stop waits at most 5 s for open requests and
-    # streams (MJPEG) before closing them.
+    # streams (MJPEG) before closing them. WebSocket messages go uncompressed: deflating each
+    # telemetry message for each client cost the event loop (and so the tick) GIL time for a few
+    # kB a second per client.
     ucfg = uvicorn.Config(
         create_app(daemon), host=cfg.server.host, port=cfg.server.port, log_level="warning", lifespan="on",
         timeout_keep_alive=5, ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=5,
+        ws_per_message_deflate=False,
     )
     return uvicorn.Server(ucfg)
 

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from robot_server.api.frame_jpegs import FrameJpegs
 from robot_server.api.routes import (
     calibration,
     cameras,
@@ -39,6 +40,8 @@ def create_app(daemon) -> FastAPI:
         "policies, cameras and telemetry. State-changing calls need `Authorization: Bearer <token>`.",
     )
     app.state.daemon = daemon
+    app.state.frame_jpegs = FrameJpegs()
+    app.state.telemetry = telemetry.TelemetryText(daemon)
     for module in (system, sessions, demos, evals, interventions, policies, classifiers, episodes, labels, review,
                    cameras, telemetry, calibration, reports):
         app.include_router(module.router)
