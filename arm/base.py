@@ -9,9 +9,14 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+from spec.clock import now
 from spec.step import ArmMode, ArmState, ArmTarget
 
-__all__ = ["Arm", "ArmMode", "ArmState", "ArmStats", "ArmTarget"]
+__all__ = ["Arm", "ArmMode", "ArmState", "ArmStats", "ArmTarget", "GripperNotAnswering"]
+
+
+class GripperNotAnswering(TimeoutError):
+    """A gripper that did not answer a read or a command (it may again later)."""
 
 
 @dataclass
@@ -21,6 +26,7 @@ class ArmStats:
     recoveries: int = 0
     failed_recoveries: int = 0
     homings: int = 0
+    gripper_answered_at: float | None = None  # spec.clock.now() of the gripper's last answer
     last_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -31,6 +37,7 @@ class ArmStats:
             "recoveries": self.recoveries,
             "failed_recoveries": self.failed_recoveries,
             "homings": self.homings,
+            "gripper_age_s": None if self.gripper_answered_at is None else round(now() - self.gripper_answered_at, 3),
             "last_error": self.last_error,
         }
 

@@ -422,6 +422,8 @@ class FrankyArm(Arm):
         pose = state.O_T_EE
         x, y, z, w = (float(v) for v in pose.quaternion)
         worker = self._gripper_worker
+        if worker is not None:
+            self._stats.gripper_answered_at = worker.answered_at
         return ArmState(
             position=np.array(pose.translation, dtype=np.float64),
             quaternion=np.array([w, x, y, z]),

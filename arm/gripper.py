@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from spec.clock import now
 from spec.config import ArmConfig
 
 GRIPPER_POLL_S = 0.05
@@ -31,6 +32,7 @@ class GripperWorker(threading.Thread):
         self.commands = 0
         self.last_result: bool | None = None
         self.width = float(gripper.width)
+        self.answered_at: float = now()  # spec.clock.now() of the last width read (the daemon watches it)
         self.max_width = float(gripper.max_width) or 0.08
         self._future: Any = None
         self._halt = threading.Event()
@@ -43,6 +45,7 @@ class GripperWorker(threading.Thread):
                 # Blocks ~17 ms for the next gripper datagram. `width` releases the GIL while it
                 # waits; `state` does not (other threads measured stalled for up to 53 ms).
                 self.width = float(self.gripper.width)
+                self.answered_at = now()
             except Exception as exc:  # a gripper fault must not kill the thread
                 self.on_error(f"gripper: {type(exc).__name__}: {exc}")
                 self._halt.wait(1.0)

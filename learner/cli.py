@@ -8,11 +8,22 @@
 Logs go to TensorBoard under the run dir and to a one-line progress display. SIGTERM / SIGINT
 finish the current update, save the training state and exit 0; the next `learner run` with the
 same run dir resumes from it.
+
+Several GPUs (one rank per GPU, gradients averaged across ranks; see learner/distributed.py):
+
+    torchrun --nproc-per-node N -m learner.cli run --config robot.yaml [options as above]
+
+Rank r trains on cuda:r (CPU ranks with --device cpu, over gloo); each samples its own batches,
+so an update sees N batches. Rank 0 alone logs to TensorBoard, pushes policies and writes the
+training state, which holds plain weights: a run saved with N ranks resumes with any number,
+including a plain `learner run`. The run dir and the store must be the same paths on every rank
+(one machine, or a shared filesystem).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,6 +34,7 @@ import typer
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from learner.distributed import DistributedError, Group
 from learner.memory import keep_freed_memory
 from learner.trainer import LearnerError, Trainer
 from spec.config import ConfigError, load_config
@@ -73,25 +85,36 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress line")] = False,
 ) -> None:
-    """Train both MEDAL++ agents from the store and push their policies to the daemon."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Train both MEDAL++ agents from the store and push their policies to the daemon.
+
+    Several GPUs: `torchrun --nproc-per-node N -m learner.cli run ...` (one rank per GPU, rank 0
+    logs, pushes and saves; a saved state resumes with any number of ranks)."""
+    rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") != "1" else None
+    who = f" rank {rank}" if rank is not None else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s{who} %(name)s: %(message)s")
     if server is not None and not server.startswith(("http://", "https://")):
         raise typer.BadParameter(f"--server must be an http(s) URL, got {server!r}", param_hint="--server")
     keep_freed_memory()  # before the first big tensor: see learner/memory.py
+    group: Group | None = None
     try:
         cfg = load_config(config)
+        group = Group.from_env(device or cfg.learner.device)  # None unless torchrun started >1 ranks
         trainer = Trainer(
             cfg,
             store_path=store,
             server=server,
             token=token,
             mode="state" if state else None,
-            device=device,
+            device=str(group.device) if group else device,
             run_dir=run_dir,
+            dist=group,
         )
-    except (ConfigError, LearnerError, ValueError) as exc:
+    except (ConfigError, LearnerError, DistributedError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
+        if group is not None:
+            group.close()
         raise typer.Exit(2) from None
+    quiet = quiet or not trainer.is_main  # one progress line per job, rank 0's
 
     stop = threading.Event()
 
@@ -120,15 +143,19 @@ def run(
                  trainer.settings.setting)
         with logging_redirect_tqdm():  # log lines print above the progress line, not through it
             trainer.run(stop, max_updates=max_updates, on_progress=progress)
-    except LearnerError as exc:
+    except (LearnerError, DistributedError) as exc:
         typer.echo(f"error: {exc}", err=True)
         code = 2
     finally:
         bar.close()
         trainer.save()
+        if group is not None and code == 0:
+            group.barrier()  # the job ends once rank 0's final save is written
         if trainer.pusher is not None:
             trainer.pusher.wait_idle(2.0)
         trainer.close()
+        if group is not None:
+            group.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if code:

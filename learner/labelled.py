@@ -35,12 +35,21 @@ class LabelledFrames:
     def __len__(self) -> int:
         return len(self.goal) + len(self.not_goal)
 
-    def update(self, reader: ReplayReader) -> bool:
-        """Rebuild the sets if the store has label events newer than the last rebuild."""
-        events = reader.events(max(self.last_seq + 1, 0))
+    def newest_seq(self, reader: ReplayReader) -> int:
+        """The store's newest event sequence number (-1 if none since the last rebuild)."""
+        return max((ev["seq"] for ev in reader.events(max(self.last_seq + 1, 0))), default=-1)
+
+    def update(self, reader: ReplayReader, until_seq: int | None = None) -> bool:
+        """Rebuild the sets if the store has label events newer than the last rebuild; `until_seq`:
+        ignore newer events (under torchrun every rank rebuilds from the events rank 0 saw)."""
+
+        def upto(events: list[dict]) -> list[dict]:
+            return events if until_seq is None else [ev for ev in events if ev["seq"] <= until_seq]
+
+        events = upto(reader.events(max(self.last_seq + 1, 0)))
         if not any(ev.get("type") == LABEL_EVENT for ev in events):
             return False
-        labels = LabelSet.from_events(reader.events())
+        labels = LabelSet.from_events(upto(reader.events()))
         episodes = {e.id: e for e in reader.episodes(include_open=True)}
         goal, not_goal = FrameSet(self._shape, self._dtype, "labelled/goal"), FrameSet(self._shape, self._dtype,
                                                                                          "labelled/not_goal")

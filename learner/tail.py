@@ -35,6 +35,16 @@ class Chunk:
 LIGHT_KEYS = ("policy_version", "intervention")
 
 
+@dataclass(frozen=True)
+class Read:
+    """Steps [start, stop) of one episode; `light`: only its small per-step arrays."""
+
+    info: EpisodeInfo
+    start: int
+    stop: int
+    light: bool
+
+
 class StoreTail:
     """`keep` (steps per direction) bounds what the first poll reads in full: older practice
     episodes than the newest `keep` steps of their direction would only be overwritten in the
@@ -72,10 +82,15 @@ class StoreTail:
         return r.meta if r is not None else {}
 
     def poll(self) -> list[Chunk]:
+        return self.read(self.plan())
+
+    def plan(self) -> list[Read]:
+        """The reads the next poll makes: each episode's new committed steps. Under torchrun rank 0
+        plans and every rank `read()`s the same plan, so all ingest exactly the same steps."""
         reader = self._open()
         if reader is None:
             return []
-        out: list[Chunk] = []
+        out: list[Read] = []
         every = reader.episodes(include_open=True)
         present = {i.id for i in every}
         for ep_id in set(self.consumed) - present - self.vanished:
@@ -95,17 +110,29 @@ class StoreTail:
                 continue
             done = self.consumed.get(info.id, 0)
             if info.length > done:
-                keys = [k for k in self.keys if k in LIGHT_KEYS] if info.id in light else self.keys
-                try:
-                    data = reader.read(info.id, keys, start=done, stop=info.length)
-                except KeyError as exc:  # discarded while we read it
-                    log.warning("episode %s: %s", info.id, exc)
-                    continue
-                got = len(next(iter(data.values()))) if data else 0
-                out.append(Chunk(info, done, data, closed=info.closed and done + got >= info.length,
-                                 light=info.id in light))
-                self.consumed[info.id] = done + got
-            if info.closed and self.consumed.get(info.id, 0) >= info.length:
+                out.append(Read(info, done, info.length, info.id in light))
+            elif info.closed:
+                self.finished.add(info.id)
+        return out
+
+    def read(self, reads: Sequence[Read]) -> list[Chunk]:
+        """Read planned steps (this tail's plan, or rank 0's) and count them as consumed."""
+        reader = self._open()
+        if reader is None:
+            return []
+        out: list[Chunk] = []
+        for r in reads:
+            info = r.info
+            keys = [k for k in self.keys if k in LIGHT_KEYS] if r.light else self.keys
+            try:
+                data = reader.read(info.id, keys, start=r.start, stop=r.stop)
+            except KeyError as exc:  # discarded while we read it
+                log.warning("episode %s: %s", info.id, exc)
+                continue
+            got = len(next(iter(data.values()))) if data else 0
+            out.append(Chunk(info, r.start, data, closed=info.closed and r.start + got >= info.length, light=r.light))
+            self.consumed[info.id] = r.start + got
+            if info.closed and self.consumed[info.id] >= info.length:
                 self.finished.add(info.id)
         return out
 

@@ -12,6 +12,12 @@ The BC weight λ follows env steps collected (the store's practice-step count), 
 MEDALPP.md's schedules are written in; policy versions are the agent's update count, classifier
 versions the classifier's step count (pushed every `learner.push_classifier_every` steps, for the
 daemon's review page).
+
+Under torchrun (learner/distributed.py) every rank runs this same driver on the same data: rank 0
+decides when to read the store and what to read (`StoreTail.plan`), every rank reads that plan,
+so accounts and schedule agree and each `train_once()` is the same unit of work on every rank,
+on each rank's own batches, with gradients averaged. Only rank 0 logs to TensorBoard, pushes and
+saves.
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ import torch
 from learner.agent import Agent
 from learner.classifier import ClassifierLearner
 from learner.core import LearningCore
+from learner.distributed import Group
 from learner.push import Pusher
 from learner.routing import Buffers, Router
 from learner.schedule import Accounts
 from learner.settings import Settings
 from learner.state import StateError, latest, load_state, save_state
-from learner.tail import StoreTail
+from learner.tail import Chunk, StoreTail
 from replay.eval_results import success_by_version
 from replay.store import StoreError, StoreMeta
 from spec.config import Config
@@ -80,19 +87,25 @@ class Trainer:
         tensorboard: bool = True,
         seed: int | None = None,
         push_backoff_cap_s: float | None = None,
+        dist: Group | None = None,
     ) -> None:
+        """`dist`: this process's torchrun group (None: a single process, no torch.distributed)."""
         self.cfg = cfg
+        self.dist = dist
         self.settings = Settings.from_config(cfg, mode)
         self.store_path = Path(store_path or cfg.store.path)
         self.run_dir = Path(run_dir or cfg.learner.run_dir)
         self.device = resolve_device(device or cfg.learner.device)
         self.server = server or f"http://{cfg.server.host}:{cfg.server.port}"
         self.action_spec: dict[str, Any] = {}  # read from the store at setup()
-        self.rng = np.random.default_rng(cfg.session.seed if seed is None else seed)
+        base_seed = cfg.session.seed if seed is None else seed
+        # Each rank samples its own batches; rank 0 draws what a single process would. (The
+        # networks' random init differs too until setup() copies rank 0's weights to every rank.)
+        self.rng = np.random.default_rng(base_seed if dist is None or dist.is_main else [base_seed, dist.rank])
         torch.manual_seed(int(self.rng.integers(2**31)))
         self._transport = transport
         self._token = token or cfg.server.token
-        self._tensorboard = tensorboard
+        self._tensorboard = tensorboard and self.is_main
         self._last_eval_scan = -math.inf
         self._last_label_scan = -math.inf
         self._eval_logged: dict[int, int] = {}  # version -> eval episodes logged
@@ -107,6 +120,11 @@ class Trainer:
         self._last_poll = -math.inf
         self._last_save_updates = 0
         self.tail = StoreTail(self.store_path, [], include_open=self.settings.tail_open)
+
+    @property
+    def is_main(self) -> bool:
+        """The rank that logs, pushes and saves (a single process always is)."""
+        return self.dist is None or self.dist.is_main
 
     # --- the learning core's parts (empty until set-up) ---
     @property
@@ -135,11 +153,12 @@ class Trainer:
     def setup(self) -> bool:
         if self.ready:
             return True
-        if not (self.store_path / "zarr.json").is_file():
+        found = self._store_found() if self.is_main else False
+        if self.dist is not None:
+            found = self.dist.share(found)  # every rank sets up at the same poll, or none does
+        if not found:
             return False
         meta = StoreTail(self.store_path, []).meta
-        if not meta:
-            return False
         # The step as the daemon described it in the store: never rebuilt from our copy of the config.
         try:
             store_meta = StoreMeta.from_attrs(meta)
@@ -150,15 +169,28 @@ class Trainer:
         keys = self.spec.keys() + ["action", "policy_version", "intervention"]
         self.tail = StoreTail(self.store_path, keys, include_open=self.settings.tail_open, keep=self.settings.capacity)
         self.core = LearningCore(self.settings, self.spec, self.action_spec, self.device, self.rng)
-        self.pusher = Pusher(self.server, self._token, timeout_s=self.cfg.learner.push_timeout_s,
-                             transport=self._transport, backoff_cap_s=self._backoff_cap)
+        if self.is_main:
+            self.pusher = Pusher(self.server, self._token, timeout_s=self.cfg.learner.push_timeout_s,
+                                 transport=self._transport, backoff_cap_s=self._backoff_cap)
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
         self.ready = True
+        if self.dist is not None:
+            _, tensors, optims = self._state_parts()
+            self.dist.average_gradients_before_step(optims.values())
         self._resume()
+        if self.dist is not None:
+            # Every rank loaded the same save (or none): rank 0's copy makes a fresh start identical
+            # too. The barrier keeps rank 0 from writing a new save while another rank still reads.
+            modules, tensors, _ = self._state_parts()
+            self.dist.broadcast_modules(modules.values(), tensors.values())
+            self.dist.barrier()
         return True
+
+    def _store_found(self) -> bool:
+        return (self.store_path / "zarr.json").is_file() and bool(StoreTail(self.store_path, []).meta)
 
     # --- data ---
     def poll(self, force: bool = False) -> int:
@@ -170,8 +202,10 @@ class Trainer:
         if not self.setup():
             return 0
         try:
-            chunks = self.tail.poll()
+            chunks = self._read_store()
         except (StoreError, OSError) as exc:
+            if self.dist is not None:  # the other ranks read it: going on would drift apart
+                raise LearnerError(f"rank {self.dist.rank}: reading the store failed: {exc}") from exc
             log.warning("reading the store failed (%s); retrying next poll", exc)
             return 0
         new = 0
@@ -184,18 +218,49 @@ class Trainer:
             self._log_backlog()
         self._log_eval_success()
         self._read_labels()
+        if self.dist is not None:
+            self.dist.check_same("the data read from the store", self._data_fingerprint())
         return new
+
+    def _read_store(self) -> list[Chunk]:
+        if self.dist is None:
+            return self.tail.poll()
+        plan = None
+        if self.dist.is_main:
+            try:
+                plan = self.tail.plan()
+            except (StoreError, OSError) as exc:
+                log.warning("reading the store failed (%s); retrying next poll", exc)
+                plan = []
+        return self.tail.read(self.dist.share(plan))
+
+    def _data_fingerprint(self) -> tuple:
+        """What every rank must agree on after a poll for their schedules to stay in step."""
+        labelled = len(self.core.labelled) if self.core else 0
+        return self.router.env_steps, sorted(self.buffers.sizes().items()), labelled
 
     def _read_labels(self) -> None:
         """Operator labels from the store's event log into the goal classifier's data; the classifier's
         FP/FN rates on the labelled set are logged at once (and again at each classifier step)."""
         reader = self.tail.reader
-        if self.core is None or reader is None or time.monotonic() - self._last_label_scan < LABEL_SCAN_S:
+        if self.core is None:
+            return
+        due = reader is not None and time.monotonic() - self._last_label_scan >= LABEL_SCAN_S
+        labelled = self.core.labelled
+        until = None
+        if self.dist is not None:  # rank 0 decides when, and up to which event, every rank reads labels
+            if self.is_main and due:
+                try:
+                    until = labelled.newest_seq(reader)
+                except (StoreError, OSError) as exc:
+                    log.warning("reading operator labels failed (%s)", exc)
+                    due = False
+            due, until = self.dist.share((due, until))
+        if not due or reader is None:
             return
         self._last_label_scan = time.monotonic()
-        labelled = self.core.labelled
         try:
-            changed = labelled.update(reader)
+            changed = labelled.update(reader, until)
         except (StoreError, OSError) as exc:
             log.warning("reading operator labels failed (%s)", exc)
             return
@@ -324,8 +389,34 @@ class Trainer:
         max_updates: int | None = None,
         on_progress: Callable[[Trainer, dict[str, float] | None], None] | None = None,
     ) -> None:
+        if self.dist is not None:
+            return self._run_together(stop, max_updates, on_progress)
         while not stop.is_set():
             self.poll()
+            m = self.train_once()
+            if on_progress is not None:
+                on_progress(self, m)
+            if max_updates is not None and self.ready and sum(a.updates for a in self.agents.values()) >= max_updates:
+                break
+            if m is None:
+                stop.wait(min(0.2, self.settings.poll_s))
+
+    def _run_together(
+        self,
+        stop: threading.Event,
+        max_updates: int | None,
+        on_progress: Callable[[Trainer, dict[str, float] | None], None] | None,
+    ) -> None:
+        """`run` across torchrun ranks: one small all-reduce per step agrees whether to stop (a signal
+        on any rank) and whether to read the store (rank 0's poll clock)."""
+        assert self.dist is not None
+        while True:
+            poll_due = self.is_main and time.monotonic() - self._last_poll >= self.settings.poll_s
+            stopping, polling = self.dist.any_of(stop.is_set(), poll_due)
+            if stopping:
+                break
+            if polling:
+                self.poll(force=True)
             m = self.train_once()
             if on_progress is not None:
                 on_progress(self, m)
@@ -364,7 +455,11 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
+        """Write the training state (rank 0 only: every rank holds the same weights)."""
         if not self.ready:
+            return None
+        if not self.is_main:
+            self._last_save_updates = sum(a.updates for a in self.agents.values())
             return None
         modules, tensors, optims = self._state_parts()
         path = save_state(self.state_dir, modules, tensors, optims, self.counters())

@@ -66,11 +66,14 @@ def repair_store(store: AtomicLocalStore, root: Path) -> list[str]:
         assert attrs is not None
         if attrs["closed"]:
             continue
-        notes.append(_close_crashed(store, child, attrs))
+        notes.append(close_at_committed(store, child, attrs, "writer_crashed"))
     return notes
 
 
-def _close_crashed(store: AtomicLocalStore, ep_dir: Path, attrs: dict[str, Any]) -> str:
+def close_at_committed(store: AtomicLocalStore, ep_dir: Path, attrs: dict[str, Any], end_reason: str) -> str:
+    """Close an open episode at its committed length: what a killed writer left, or what a writer
+    gave up mid-write (disk full). Each array's chunks past the marker are deleted before its
+    metadata is rewritten (zarr's resize), so on a full disk this frees space before it needs any."""
     ep_id = ep_dir.name
     length = int(attrs["length"])
     if length == 0:
@@ -94,11 +97,11 @@ def _close_crashed(store: AtomicLocalStore, ep_dir: Path, attrs: dict[str, Any])
     closed.update(
         closed=True,
         ended_at=attrs.get("committed_at", attrs["started_at"]),
-        end_reason="writer_crashed",
+        end_reason=end_reason,
         repaired={"at": time.time(), "uncommitted_steps_dropped": dropped},
     )
     group = zarr.open_group(store=store, path=f"{EPISODES}/{ep_id}", mode="r+")
     group.attrs.put(closed)
     fsync_file(ep_dir / "zarr.json")
     fsync_dir(ep_dir)
-    return f"closed episode {ep_id} left open by a killed writer at {length} committed steps"
+    return f"closed episode {ep_id} ({end_reason}) at {length} committed steps"

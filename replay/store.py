@@ -17,12 +17,16 @@ open episode and never changes a closed one; the next ReplayWriter.open closes w
 writer left open (attrs end_reason="writer_crashed", success=None; a crashed demo is therefore
 recognisable and may be incomplete) and deletes open episodes with no committed step.
 Events in the store's event log are durable once append_event returns, and never change.
+A full disk (ENOSPC/EDQUOT) raises StoreFullError: committed steps stay intact, buffered ones stay
+buffered for a retry, or `ep.abandon(reason)` gives them up and ends the episode at its committed
+length (on disk at once, or at the next begin_episode if the disk cannot take even that).
 Episode ids are never reused. Readers trust each episode's `length` attr, not array shapes: the
 arrays of an open episode are grown ahead of the data.
 """
 
 from replay.reader import ReplayReader
 from replay.schema import EpisodeInfo, StoreError, StoreLockedError, StoreMeta
+from replay.space import StoreFullError, free_bytes, is_disk_full
 from replay.writer import EpisodeWriter, ReplayWriter
 
 __all__ = [
@@ -31,6 +35,9 @@ __all__ = [
     "ReplayReader",
     "ReplayWriter",
     "StoreError",
+    "StoreFullError",
     "StoreLockedError",
     "StoreMeta",
+    "free_bytes",
+    "is_disk_full",
 ]

@@ -9,6 +9,7 @@ leaves the committed prefix whole, and `repair.repair_store` trims the rest on t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from replay.atomic import AtomicLocalStore, remove_tree
 from replay.compat import compare_meta
 from replay.event_log import EventLogWriter
 from replay.lock import WriterLock
-from replay.repair import repair_store
+from replay.repair import close_at_committed, repair_store
 from replay.schema import (
     EPISODES,
     KINDS,
@@ -45,6 +46,7 @@ from replay.schema import (
     jsonable,
     read_node_attrs,
 )
+from replay.space import StoreFullError, full_error, is_disk_full
 from replay.step import StepValidator
 from spec.direction import DIRECTIONS
 from spec.files import PARTIAL_SUFFIX, fsync_dir, fsync_file, fsync_tree
@@ -63,6 +65,14 @@ def _free_attrs(attrs: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
     if bad:
         raise ValueError(f"{what} may not set {bad}: the store manages those itself")
     return attrs
+
+
+def _write_error(path: Path, what: str, exc: OSError, after: str = "") -> StoreError:
+    """StoreFullError for a full disk (the caller retries once space returns, or abandons the
+    episode), else StoreError with `after`: what the caller may do next."""
+    if is_disk_full(exc):
+        return full_error(path, what, exc)
+    return StoreError(f"{what} failed ({exc}){'; ' + after if after else ''}")
 
 
 class ReplayWriter:
@@ -89,6 +99,8 @@ class ReplayWriter:
         self._mutex = threading.RLock()
         self._current: EpisodeWriter | None = None
         self._event_log = EventLogWriter(store, root)
+        # Episodes given up mid-write (disk full) whose on-disk close is still owed: id -> end_reason.
+        self._abandoned: dict[str, str] = {}
         existing = [int(p.name) for p in (root / EPISODES).iterdir() if is_episode_id(p.name)]
         self._next = max([int(self._attrs.get("next_episode", 0)), *[n + 1 for n in existing]])
 
@@ -130,38 +142,68 @@ class ReplayWriter:
             self._check_open()
             if self._current is not None:
                 raise StoreError(f"episode {self._current.id} is still open; close or discard it first")
+            self.tidy()
             number = self._next
             ep_id = episode_id(number)
-            # Count first, so an id is never handed out twice even if this episode is later deleted.
-            self._attrs["next_episode"] = number + 1
-            self._root.attrs.put(self._attrs)
-            self._next = number + 1
-            ep_attrs = {
-                **free,
-                "kind": kind,
-                "direction": direction,
-                "closed": False,
-                "length": 0,
-                "success": None,
-                "started_at": time.time(),
-                "started_monotonic": time.monotonic(),
-                "ended_at": None,
-                "events": [],
-                "policy_versions": [],
-                "intervention_steps": 0,
-                "meta_revision": int(self._attrs.get("meta_revision", 0)),
-                "uid": uuid.uuid4().hex,
-                "writer_pid": os.getpid(),
-            }
-            # The group's attrs are its first file: from here on repair knows this directory is ours.
-            group = self._episodes.create_group(ep_id, attributes=ep_attrs)
-            obs = group.create_group("obs")
-            arrays = {}
-            for key, spec in self._specs.items():
-                parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
-                arrays[key] = _create_array(parent, name, spec, self.chunk_steps)
+            ep_dir = self.path / EPISODES / ep_id
+            try:
+                # Count first, so an id is never handed out twice even if this episode is later deleted.
+                self._root.attrs.put({**self._attrs, "next_episode": number + 1})
+                self._attrs["next_episode"] = number + 1
+                self._next = number + 1
+                ep_attrs = {
+                    **free,
+                    "kind": kind,
+                    "direction": direction,
+                    "closed": False,
+                    "length": 0,
+                    "success": None,
+                    "started_at": time.time(),
+                    "started_monotonic": time.monotonic(),
+                    "ended_at": None,
+                    "events": [],
+                    "policy_versions": [],
+                    "intervention_steps": 0,
+                    "meta_revision": int(self._attrs.get("meta_revision", 0)),
+                    "uid": uuid.uuid4().hex,
+                    "writer_pid": os.getpid(),
+                }
+                # The group's attrs are its first file: from here on repair knows this directory is ours.
+                group = self._episodes.create_group(ep_id, attributes=ep_attrs)
+                obs = group.create_group("obs")
+                arrays = {}
+                for key, spec in self._specs.items():
+                    parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
+                    arrays[key] = _create_array(parent, name, spec, self.chunk_steps)
+            except OSError as e:
+                if ep_dir.exists():
+                    remove_tree(ep_dir)  # holds no step yet; removing needs no space
+                raise _write_error(self.path, f"starting episode {ep_id}", e) from e
             self._current = EpisodeWriter(self, ep_id, group, arrays, self._specs, ep_attrs, self.chunk_steps)
             return self._current
+
+    def tidy(self) -> list[str]:
+        """Close on disk the episodes given up mid-write (EpisodeWriter.abandon) at their committed
+        length. Runs by itself at the next begin_episode; raises StoreFullError while the disk is
+        still too full even for that (the next open's repair would also do it)."""
+        notes = []
+        with self._mutex:
+            self._check_open()
+            for ep_id, reason in list(self._abandoned.items()):
+                ep_dir = self.path / EPISODES / ep_id
+                attrs = read_node_attrs(ep_dir)
+                if attrs is not None and not attrs.get("closed"):
+                    try:
+                        notes.append(close_at_committed(self._store, ep_dir, attrs, reason))
+                    except OSError as e:
+                        raise _write_error(self.path, f"closing abandoned episode {ep_id}", e) from e
+                del self._abandoned[ep_id]
+        return notes
+
+    @property
+    def untidy(self) -> list[str]:
+        """Episodes given up mid-write whose on-disk close is still owed (see `tidy`)."""
+        return sorted(self._abandoned)
 
     def append_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Add an event to the store's event log (replay.event_log), durable when this returns.
@@ -170,7 +212,10 @@ class ReplayWriter:
         stored record."""
         with self._mutex:
             self._check_open()
-            return self._event_log.append(event)
+            try:
+                return self._event_log.append(event)
+            except OSError as e:
+                raise _write_error(self.path, "appending to the event log", e) from e
 
     def close(self) -> None:
         """Close the open episode (keeping its data) and release the lock. Idempotent."""
@@ -181,6 +226,9 @@ class ReplayWriter:
                 ep = self._current
                 if ep is not None:
                     ep.close(**({} if "end_reason" in ep._attrs else {"end_reason": "writer_closed"}))
+                if self._abandoned:
+                    with contextlib.suppress(StoreFullError):
+                        self.tidy()  # still full: the next open's repair closes them
             finally:
                 self._current = None
                 self._lock.release()
@@ -232,7 +280,7 @@ class EpisodeWriter:
         self._committed = 0
         self._attrs_dirty = False
         self._versions: set[int] = set()
-        self._state = "open"  # open | closed | deleted | discarded
+        self._state = "open"  # open | closed | deleted | discarded | abandoned
 
     @property
     def length(self) -> int:
@@ -320,12 +368,33 @@ class EpisodeWriter:
                 fsync_tree(self._dir)  # data is durable before the marker says "closed"
                 self._commit(final)
             except OSError as e:
-                raise StoreError(f"closing episode {self.id} failed ({e}); it stays open, retry close") from e
+                raise _write_error(self._owner.path, f"closing episode {self.id}", e,
+                                   "it stays open: retry close, or abandon it") from e
             self._state = "closed"
             self._owner._episode_done(self)
             fsync_file(self._dir / "zarr.json")
             fsync_dir(self._dir)
             return info_from_attrs(self.id, self._attrs)
+
+    def abandon(self, reason: str) -> int:
+        """Give up the steps not yet committed (e.g. the disk is full) and end the episode at its
+        committed length, as readers already see it. Returns how many steps were dropped.
+
+        The on-disk close (arrays cut back to the marker, end_reason=`reason`) is tried at once;
+        if the disk cannot take even that, ReplayWriter.tidy does it at the next begin_episode
+        and the next open's repair would too. Never raises for a full disk."""
+        with self._mutex:
+            self._check_open()
+            dropped = self.length - self._committed
+            self._state = "abandoned"
+            self._owner._episode_done(self)
+            self._owner._abandoned[self.id] = reason
+            try:
+                self._owner.tidy()
+            except StoreError as e:
+                if not is_disk_full(e):
+                    raise
+            return dropped
 
     def discard(self) -> None:
         """Delete this episode, open or closed (e.g. the operator threw a demonstration away)."""
@@ -335,6 +404,7 @@ class EpisodeWriter:
             self._owner._check_open()  # only the lock holder changes the store
             remove_tree(self._dir)
             self._state = "discarded"
+            self._owner._abandoned.pop(self.id, None)
             self._owner._episode_done(self)
 
     def _check_open(self) -> None:
@@ -347,9 +417,9 @@ class EpisodeWriter:
             if self._write_data() or self._attrs_dirty:
                 self._commit()
         except OSError as e:
-            raise StoreError(
-                f"writing steps {self._chunk_start}..{self.length - 1} of episode {self.id} failed ({e}); "
-                f"they stay buffered and the write is retried by the next append/flush/close"
+            raise _write_error(
+                self._owner.path, f"writing steps {self._chunk_start}..{self.length - 1} of episode {self.id}", e,
+                "they stay buffered and the write is retried by the next append/flush/close",
             ) from e
         if self._fill == self._chunk:
             self._chunk_start += self._chunk

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from replay.store import ReplayReader, StoreError
+from replay_tools.labelled_set import labelled_frames
 from replay_tools.learner_figures import learner_figures
 from replay_tools.report import gather
 from replay_tools.timeline import ReportError, read_timeline
@@ -329,7 +330,7 @@ def report(
     out: Path = typer.Option(..., "--out", "-o", help="directory for index.html, its PNGs and report.json"),
     learner_run: Path | None = typer.Option(
         None, exists=True, file_okay=False,
-        help="learner run dir: its classifiers' TensorBoard scalars and (with --config) goal scores of the evals"),
+        help="learner run dir: its classifiers' TensorBoard scalars and (with --config) goal scores of the labelled frames"),
     config: Path | None = typer.Option(None, "--config", "-c", help="robot config (to load the learner's classifiers)"),
 ) -> None:
     """The operator's morning report: eval success per policy version, interventions and human minutes
@@ -341,7 +342,7 @@ def report(
         timeline = read_timeline(store)
     except ReportError as exc:
         raise typer.BadParameter(str(exc), param_hint="STORE") from None
-    labelled = [s.info.id for s in timeline.of_kind("eval") if s.info.closed and s.info.success is not None]
+    labelled = [(f.episode, f.frame) for f in labelled_frames(timeline)]
     figures = gather(timeline, learner_figures(learner_run, None if config is None else _cfg(config), store, labelled))
     try:
         index = write_report(figures, out)

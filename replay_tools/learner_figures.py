@@ -1,5 +1,5 @@
-"""What the learner's run dir adds to the report: its classifiers' TensorBoard scalars and, with the
-robot config, the goal classifier's score of each labelled eval episode's last frame.
+"""What the learner's run dir adds to the report: its classifiers' TensorBoard scalars (and its own
+labelled-set rates) and, with the robot config, the goal classifier's score of each labelled frame.
 
 A run dir that is young (no TensorBoard scalars or no saved training state yet) is not an error:
 the section then says why it has no data.
@@ -16,7 +16,8 @@ from replay.store import ReplayReader
 from replay_tools.report import LearnerFigures
 from spec.config import Config
 
-SCALAR_PREFIX = "clf_"  # learner/classifier.py logs clf_<direction>/<metric>
+# learner/classifier.py logs clf_<direction>/<metric>; learner/labelled.py labels/<direction>_fp_rate, _fn_rate.
+SCALAR_PREFIXES = ("clf_", "labels/")
 MAX_POINTS = 400  # per tag in report.json and the plot; TensorBoard itself keeps a 10k reservoir
 
 
@@ -29,9 +30,9 @@ def read_scalars(run_dir: Path) -> tuple[dict[str, list[dict[str, float]]], str]
 
     acc = EventAccumulator(str(tb))
     acc.Reload()
-    tags = sorted(t for t in acc.Tags().get("scalars", []) if t.startswith(SCALAR_PREFIX))
+    tags = sorted(t for t in acc.Tags().get("scalars", []) if t.startswith(SCALAR_PREFIXES))
     if not tags:
-        return {}, f"{tb} has no {SCALAR_PREFIX}* scalars yet"
+        return {}, f"{tb} has no classifier scalars ({', '.join(p + '*' for p in SCALAR_PREFIXES)}) yet"
     out = {}
     for tag in tags:
         points = [{"time": e.wall_time, "step": e.step, "value": e.value} for e in acc.Scalars(tag)
@@ -41,8 +42,9 @@ def read_scalars(run_dir: Path) -> tuple[dict[str, list[dict[str, float]]], str]
     return out, ""
 
 
-def score_last_frames(run_dir: Path, cfg: Config, store: Path, episode_ids: list[str]) -> tuple[dict[str, float], str]:
-    """p_goal of each episode's last committed frame by the run's newest goal classifier, or ({}, why not)."""
+def score_labelled(run_dir: Path, cfg: Config, store: Path,
+                   frames: list[tuple[str, int]]) -> tuple[dict[tuple[str, int], float], str]:
+    """p_goal of each (episode, frame) by the run's newest goal classifier, or ({}, why not)."""
     from learner.offline import OfflineError, load_classifiers, score_frames
 
     try:
@@ -50,26 +52,30 @@ def score_last_frames(run_dir: Path, cfg: Config, store: Path, episode_ids: list
     except (OfflineError, OSError, ValueError, KeyError) as exc:
         return {}, f"the learner's classifiers could not be loaded ({exc})"
     reader = ReplayReader(store)
+    by_episode: dict[str, list[int]] = {}
+    for ep, frame in frames:
+        by_episode.setdefault(ep, []).append(frame)
     scores = {}
-    for ep in episode_ids:
-        last = reader.episode(ep).length - 1
+    for ep, wanted in by_episode.items():
         try:
-            data = reader.read(ep, keys=spec.keys(), start=last)
-            scores[ep] = float(score_frames({"forward": clfs["forward"]}, spec, data)["forward_prob"][0])
-        except (KeyError, RuntimeError, ValueError) as exc:  # ValueError includes spec.step.ObservationError
+            data = reader.read_steps(ep, wanted, keys=spec.keys())
+            probs = score_frames({"forward": clfs["forward"]}, spec, data)["forward_prob"]
+        except (KeyError, IndexError, RuntimeError, ValueError) as exc:  # ValueError: spec.step.ObservationError too
             return {}, f"episode {ep} could not be scored by the learner's goal classifier ({exc})"
+        scores.update({(ep, f): float(p) for f, p in zip(wanted, probs, strict=True)})
     return scores, f"the goal classifier of training state {save:06d} in {run_dir}"
 
 
-def learner_figures(run_dir: Path | None, cfg: Config | None, store: Path, eval_ids: list[str]) -> LearnerFigures:
+def learner_figures(run_dir: Path | None, cfg: Config | None, store: Path,
+                    labelled: list[tuple[str, int]]) -> LearnerFigures:
     figs = LearnerFigures()
     if run_dir is None:
         return figs
     figs.scalars, figs.scalars_why = read_scalars(run_dir)
     if cfg is None:
-        figs.goal_scores_why = "--config was not given with --learner-run to score the eval episodes' last frames"
-    elif eval_ids:
-        scores, note = score_last_frames(run_dir, cfg, store, eval_ids)
+        figs.goal_scores_why = "--config was not given with --learner-run to score the labelled frames"
+    elif labelled:
+        scores, note = score_labelled(run_dir, cfg, store, labelled)
         figs.goal_scores = scores
         figs.goal_scores_source, figs.goal_scores_why = (note, "") if scores else ("", note)
     return figs

@@ -118,13 +118,13 @@ def classifier_scores(sec: Section, ax: Any) -> None:
 
 def labelled_fp_fn(sec: Section, ax: Any) -> None:
     items = sec["items"]
-    for ok, color, name in ((True, "tab:green", "verdict: success"), (False, "tab:red", "verdict: failure")):
-        xs = [i for i, it in enumerate(items) if it["success"] == ok]
-        ax.scatter(xs, [items[i]["score"] for i in xs], color=color, label=name)
+    for ok, color, name in ((True, "tab:green", "label: goal"), (False, "tab:red", "label: not goal")):
+        xs = [i for i, it in enumerate(items) if it["goal"] == ok]
+        ax.scatter(xs, [items[i]["score"] for i in xs], color=color, label=name, s=12)
     ax.axhline(sec.get("threshold", 0.5), color="grey", ls="--", lw=1)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("eval episode (oldest first)")
-    ax.set_ylabel("p_goal of the last frame")
+    ax.set_xlabel("labelled frame (by episode, then frame)")
+    ax.set_ylabel("p_goal")
     ax.legend(fontsize=8)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from replay.eval_results import success_by_version
 from replay_tools.human_time import human_time, paired_intervals
 from replay_tools.intervals import hour_of, hours_between
+from replay_tools.labelled_set import SOURCES, labelled_frames
 from replay_tools.timeline import Timeline
 
 GOAL_THRESHOLD = 0.5  # the goal classifier says "success" at p_goal >= this
@@ -30,8 +31,8 @@ class LearnerFigures:
 
     scalars: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # tag -> [{time, step, value}]
     scalars_why: str = "no --learner-run given"
-    goal_scores: dict[str, float] = field(default_factory=dict)  # eval episode id -> p_goal of its last frame
-    goal_scores_why: str = "no --learner-run and --config given to score the eval episodes' last frames"
+    goal_scores: dict[tuple[str, int], float] = field(default_factory=dict)  # (episode, frame) -> p_goal
+    goal_scores_why: str = "no --learner-run and --config given to score the labelled frames"
     goal_scores_source: str = ""
 
 
@@ -185,36 +186,47 @@ def classifier_scores(tl: Timeline, learner: LearnerFigures) -> dict[str, Any]:
 
 def labelled_fp_fn(tl: Timeline, learner: LearnerFigures) -> dict[str, Any]:
     title = "Labelled set: goal classifier false positives / negatives"
-    labelled = [s for s in tl.of_kind("eval") if s.info.closed and s.info.success is not None]
+    labelled = labelled_frames(tl)
     if not labelled:
-        return _not_recorded(title, "no eval episode with a verdict (the labelled set) in the store")
+        return _not_recorded(title, "no labelled frame in the store: no eval verdict and no operator label")
+    stored = {(s.info.id, s.info.length - 1): s.info.attrs.get("goal_score") for s in tl.of_kind("eval")}
     items = []
-    for s in labelled:
-        stored = s.info.attrs.get("goal_score")
-        score, source = ((float(stored), "store") if isinstance(stored, int | float)
-                         else (learner.goal_scores.get(s.info.id), learner.goal_scores_source))
+    for f in labelled:
+        kept = stored.get((f.episode, f.frame)) if f.source == "eval_verdict" else None
+        score, source = ((float(kept), "store") if isinstance(kept, int | float)
+                         else (learner.goal_scores.get((f.episode, f.frame)), learner.goal_scores_source))
         if score is not None:
-            items.append({"episode": s.info.id, "version": s.info.attrs.get("policy_version"),
-                          "success": bool(s.info.success), "score": round(float(score), 4), "source": source})
+            items.append({"episode": f.episode, "frame": f.frame, "label_source": f.source, "goal": f.goal,
+                          "score": round(float(score), 4), "source": source})
+    counts = {src: sum(f.source == src for f in labelled) for src in SOURCES}
     if not items:
-        return _not_recorded(title, f"{len(labelled)} eval verdicts, but no goal-classifier score: the store keeps "
-                             f"none, and {learner.goal_scores_why}", labelled=len(labelled))
-    said = [i["score"] >= GOAL_THRESHOLD for i in items]
-    tp = sum(s and i["success"] for s, i in zip(said, items, strict=True))
-    fp = sum(s and not i["success"] for s, i in zip(said, items, strict=True))
-    fn = sum(not s and i["success"] for s, i in zip(said, items, strict=True))
-    tn = len(items) - tp - fp - fn
+        return _not_recorded(title, f"{len(labelled)} labelled frames, but no goal-classifier score: the store keeps "
+                             f"none, and {learner.goal_scores_why}", labelled=len(labelled), by_source=counts)
     return {
         "title": title, "recorded": True,
-        "definition": f"the labelled set is every closed eval episode with a verdict (success or failure, by "
-                      f"the task or the operator); the goal classifier says success when p_goal of the "
-                      f"episode's last frame >= {GOAL_THRESHOLD}. FP = says success on a failure, FN = says "
-                      "failure on a success; FP rate = FP / failures, FN rate = FN / successes.",
-        "threshold": GOAL_THRESHOLD, "labelled": len(labelled), "scored": len(items), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-        "fp_rate": round(fp / (fp + tn), 4) if fp + tn else None,
-        "fn_rate": round(fn / (fn + tp), 4) if fn + tp else None,
+        "definition": f"the labelled set is every frame whose truth is known: the last frame of each closed eval "
+                      f"episode with a verdict (by the task or the operator) and of each episode the operator "
+                      f"labelled success or failure, and every frame the operator marked goal or not-goal (the "
+                      f"newest label wins). The goal classifier says goal when p_goal >= {GOAL_THRESHOLD}. "
+                      "FP = says goal on a not-goal frame, FN = says not-goal on a goal frame; "
+                      "FP rate = FP / not-goal frames, FN rate = FN / goal frames.",
+        "threshold": GOAL_THRESHOLD, "labelled": len(labelled), "scored": len(items), "by_source": counts,
+        **_confusion(items),
+        "per_source": {src: _confusion([i for i in items if i["label_source"] == src]) for src in SOURCES
+                       if any(i["label_source"] == src for i in items)},
         "items": items,
     }
+
+
+def _confusion(items: list[dict[str, Any]]) -> dict[str, Any]:
+    said = [i["score"] >= GOAL_THRESHOLD for i in items]
+    tp = sum(s and i["goal"] for s, i in zip(said, items, strict=True))
+    fp = sum(s and not i["goal"] for s, i in zip(said, items, strict=True))
+    fn = sum(not s and i["goal"] for s, i in zip(said, items, strict=True))
+    tn = len(items) - tp - fp - fn
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "fp_rate": round(fp / (fp + tn), 4) if fp + tn else None,
+            "fn_rate": round(fn / (fn + tp), 4) if fn + tp else None}
 
 
 def _overview(tl: Timeline) -> dict[str, Any]:

@@ -62,14 +62,30 @@ def run(
     max_steps: int | None = typer.Option(None, min=1, help="stop after this many recorded steps"),
     api: bool = typer.Option(True, help="serve the operator API and page"),
     port: int | None = typer.Option(None, min=0, max=65535, help="override server.port"),
+    inject: list[str] = typer.Option(
+        [], "--inject", metavar="KIND@START[/EVERY]",
+        help="rehearse a device fault (sim only; repeatable): KIND (camera_stop, reflex, gripper_stuck, "
+        "spacemouse_unplug, takeover) START seconds after the loop starts, then every EVERY seconds; "
+        "GET /faults shows each with its detection and recovery",
+    ),
 ) -> None:
     """Run the 10 Hz control daemon (and the operator API at http://host:port/)."""
     _env_defaults()
     from robot_server.daemon import Daemon, check_port_free, setup_logging
+    from robot_server.fault_injection import InjectSpec, InjectSpecError, check_allowed
     from robot_server.session import SessionParams
 
-    setup_logging()
+    try:
+        specs = [InjectSpec.parse(text) for text in inject]
+    except InjectSpecError as exc:
+        _fail(str(exc), code=2)
     cfg = _load(config)
+    if specs:
+        try:
+            check_allowed(cfg)
+        except InjectSpecError as exc:
+            _fail(str(exc), code=2)
+    setup_logging()
     if port is not None:
         cfg.server.port = port
     if api:
@@ -80,7 +96,7 @@ def run(
     if max_steps is not None and policy is None:
         policy = PolicyChoice.learned
     try:
-        daemon = Daemon(cfg, config_path=resolve_config_path(config))
+        daemon = Daemon(cfg, config_path=resolve_config_path(config), inject=specs)
     except Exception as exc:
         _fail(f"could not start: {exc}")
     server = None
@@ -112,10 +128,13 @@ def _make_server(daemon):
     # killed process) never holds the server: idle keep-alive connections close after 5 s, a
     # WebSocket whose client stops answering pings closes after 20 + 20 s, a checkpoint upload that
     # stalls gets 408 (server.body_timeout_s), and a stop waits at most 5 s for open requests and
-    # streams (MJPEG) before closing them.
+    # streams (MJPEG) before closing them. WebSocket messages go uncompressed: deflating each
+    # telemetry message for each client cost the event loop (and so the tick) GIL time for a few
+    # kB a second per client.
     ucfg = uvicorn.Config(
         create_app(daemon), host=server.host, port=server.port, log_level="warning", lifespan="on",
         timeout_keep_alive=5, ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=5,
+        ws_per_message_deflate=False,
     )
     return uvicorn.Server(ucfg)
 
@@ -157,15 +176,26 @@ def demos(
     direction: DirectionChoice = typer.Option(..., help="forward (do the task) or backward (undo it)"),
     count: int = typer.Option(20, min=1, max=10_000, help="successful demonstrations to record"),
     max_steps: int = typer.Option(200, min=10, max=10_000, help="steps per demonstration at most"),
+    top_up: bool = typer.Option(
+        False, "--top-up", help="COUNT is how many the store should hold: record only the successful ones it lacks"
+    ),
 ) -> None:
     """Record scripted-expert demonstrations in the sim world into the store (as demo segments)."""
     _env_defaults()
     from rich.progress import Progress
 
     from robot_server.daemon import Daemon, setup_logging
+    from robot_server.demo import successful_demos
 
     setup_logging(logging.WARNING)
     cfg = _load(config)
+    if top_up:
+        # A deployment starts this on every `up`: a store that already has its demos is left alone.
+        have = successful_demos(cfg.store.path)[direction.value]
+        if have >= count:
+            typer.echo(f"{have} successful {direction.value} demos already in {cfg.store.path}")
+            return
+        count -= have
     cfg.control.status_line = False
     try:
         daemon = Daemon(cfg)

@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from camera.base import Camera
 from replay.store import ReplayWriter, StoreMeta
 from robot_server.classifier_slots import ClassifierSlots
 from robot_server.devices import Devices, build_devices
+from robot_server.fault_injection import FaultInjector, InjectSpec
+from robot_server.faults import FaultLog
 from robot_server.loop import ControlLoop
 from robot_server.modes import DemoSource, Mode
 from robot_server.observation import Observer
@@ -77,7 +80,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
+    def __init__(self, cfg: Config, config_path: Path | None = None, inject: Sequence[InjectSpec] = ()) -> None:
         from robot_server.teleop import KeyboardTeleop, SpaceMouseReader
 
         self.cfg = cfg
@@ -92,7 +95,7 @@ class Daemon:
         except Exception:
             self.devices.close()
             raise
-        self.recorder = Recorder(self.writer)
+        self.recorder = Recorder(self.writer, cfg.store)
         self.policies = PolicySlots(cfg.server.checkpoint_dir)
         # The learner's classifiers, for scoring recorded frames on the review page (never the tick).
         self.classifiers = ClassifierSlots(cfg.server.checkpoint_dir, self.store_meta.obs_spec())
@@ -101,6 +104,15 @@ class Daemon:
             SpaceMouseReader(cfg.teleop.spacemouse, self.space) if cfg.teleop.spacemouse.enabled else None
         )
         teleops: list[Any] = [t for t in (self.spacemouse, self.keyboard) if t is not None]
+        self.faults = FaultLog()
+        # Rehearsed faults (--inject): decorators around the devices, put in place once, here.
+        self.injector = FaultInjector(inject, self.faults, self.space)
+        try:
+            teleops = self.injector.wrap(self.devices, teleops)
+        except Exception:
+            self.writer.close()
+            self.devices.close()
+            raise
         self.supervisor = Supervisor(
             cfg,
             self.devices.arm,
@@ -111,6 +123,7 @@ class Daemon:
             task=self.devices.task,
             expert=self.devices.expert,
             cameras=self.devices.cameras,
+            faults=self.faults,
         )
         state_source = self.devices.state_vector if self.devices.state_dim else None
         self.observer = Observer(
@@ -148,6 +161,7 @@ class Daemon:
         self._restore_policies()
         self.classifiers.restore()
         self.loop.start()
+        self.injector.start()
         if self.cfg.control.status_line:
             self._status_thread = threading.Thread(target=self._print_status, name="status-line", daemon=True)
             self._status_thread.start()
@@ -157,6 +171,7 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.injector.stop()
         if self.loop.running:
             try:
                 self.loop.submit(_wind_down, timeout=5.0)
@@ -187,6 +202,7 @@ class Daemon:
             "last_error": self.recorder.stats.last_error,
             "last_episode": self.recorder.stats.last_episode,
             "recording": self.recorder.recording,
+            **self.recorder.status(),
         }
         st["teleop"] = {
             "spacemouse": None if self.spacemouse is None else self.spacemouse.status(),

@@ -39,7 +39,8 @@ DEMO_OVERRIDES = {
 app = typer.Typer(add_completion=False)
 
 
-def _demos_in_store(path: Path) -> dict[str, int]:
+def successful_demos(path: Path) -> dict[str, int]:
+    """Successful demonstrations in the store at `path`, per direction (none if it does not exist)."""
     from replay.store import ReplayReader
 
     counts = {"forward": 0, "backward": 0}
@@ -98,7 +99,7 @@ def main(
     headers = {"Authorization": f"Bearer {cfg.server.token}"}
     typer.echo(f"store {cfg.store.path} | learner runs in {cfg.learner.run_dir} | logs in {logs}")
 
-    have = _demos_in_store(cfg.store.path)
+    have = successful_demos(cfg.store.path)
     for direction in ("forward", "backward"):
         if have[direction] >= demos:
             typer.echo(f"{have[direction]} successful {direction} demos already in the store")

@@ -17,8 +17,8 @@ KEEP = 200  # events kept in memory; the page shows the last few
 
 class Event(StrEnum):
     SESSION_STARTED = "session_started"
-    SESSION_PAUSED = "session_paused"  # by: operator | cameras (frames stale for session.stale_pause_s)
-    SESSION_RESUMED = "session_resumed"  # by: operator | cameras (fresh frames are back)
+    SESSION_PAUSED = "session_paused"  # by: operator | cameras (frames stale) | store (its disk is full)
+    SESSION_RESUMED = "session_resumed"  # by: operator | cameras (fresh frames are back) | store (space is back)
     SESSION_ENDED = "session_ended"
     RESET_REQUESTED = "reset_requested"
     RESET_DONE = "reset_done"

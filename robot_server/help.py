@@ -15,6 +15,9 @@ class HelpSource(StrEnum):
     OBJECT = "object"  # sim: the object left the workspace
     HOMING = "homing"  # the arm did not reach home in time
     CAMERAS = "cameras"  # no fresh frame for session.stale_help_s after a camera reset
+    STORE = "store"  # the replay store's disk is full (robot_server.store_space): free some space
+    GRIPPER = "gripper"  # the gripper has not answered for arm.gripper_help_s
+    TELEOP = "teleop"  # a teleop device was lost mid-demo (the demo was ended)
     MANUAL_RESET = "manual_reset"  # a person must put the scene back
     EVAL_VERDICT = "eval_verdict"  # the robot: was the eval episode a success?
     FORWARD_NO_PROGRESS = "forward_no_progress"  # session.help_after_steps forward steps, no success

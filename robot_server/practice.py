@@ -3,7 +3,9 @@ operator's takeover) acting, manual resets at the switch to forward, pause and r
 
 A stale frame holds the arm for its tick and keeps the segment open (robot_server.stale); frames
 stale for `session.stale_pause_s` pause the session, end the segment and reset the cameras, and
-the session resumes by itself at the first fresh frame."""
+the session resumes by itself at the first fresh frame. Likewise a full store disk
+(robot_server.store_space) pauses the session and ends the segment: the arm holds rather than
+practising unrecorded, and the session resumes by itself once the store has room again."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from robot_server.observation import Observation, Stale
 from robot_server.progress import ProgressWatch
 from robot_server.session import InterventionKind, PracticeSchedule, SessionParams
 from robot_server.stale import StaleFrames
+from robot_server.store_space import StoreFull
 from robot_server.teleop.arbiter import Takeover
 from robot_server.tick import CommandError, Decision, ModeContext
 from spec.direction import DIRECTIONS, Direction
@@ -37,6 +40,7 @@ class Practice:
                                       None if ctx.task is None else ctx.task.success)
         self.frames = StaleFrames(ctx, self.schedule.id)
         self._paused_for_frames = False  # paused by a long stale spell, not by the operator
+        self._paused_for_store = False  # paused because the store's disk is full
         self._segment_open = False
         self._pending_end: str | None = None
 
@@ -54,9 +58,9 @@ class Practice:
 
     # ------------------------------------------------------------------ operator commands
     def pause(self) -> None:
-        if self.stage == Stage.PAUSED and self._paused_for_frames:
-            # The operator takes over a pause for the cameras: no resuming by itself when frames return.
-            self._paused_for_frames = False
+        if self.stage == Stage.PAUSED and (self._paused_for_frames or self._paused_for_store):
+            # The operator takes over a pause for the cameras or the disk: no resuming by itself.
+            self._paused_for_frames = self._paused_for_store = False
             self.ctx.events.add(Event.SESSION_PAUSED, session=self.schedule.id, by="operator")
             return
         if self.stage == Stage.PAUSED:
@@ -71,6 +75,10 @@ class Practice:
             return
         if self.stage != Stage.PAUSED:
             raise CommandError("the session is not paused")
+        full = self._store_full()
+        if full is not None:
+            raise CommandError(full.message)
+        self._paused_for_store = False
         # Resumed during a stale spell: stale ticks hold the arm; the spell's help request still follows.
         self._paused_for_frames = False
         self.stage = Stage.ACTING
@@ -100,7 +108,7 @@ class Practice:
 
     def after_estop(self) -> None:
         """Back from an emergency stop: paused, so the operator decides when motion resumes."""
-        self._paused_for_frames = False
+        self._paused_for_frames = self._paused_for_store = False
         self.stage = Stage.PAUSED
 
     def end(self, reason: str) -> dict[str, Any]:
@@ -114,7 +122,8 @@ class Practice:
         return summary
 
     def summary(self) -> dict[str, Any]:
-        return {**self.schedule.summary(), **self.frames.summary(), "paused_for_frames": self._paused_for_frames}
+        return {**self.schedule.summary(), **self.frames.summary(), "paused_for_frames": self._paused_for_frames,
+                "paused_for_store": self._paused_for_store}
 
     # ------------------------------------------------------------------ the tick
     def tick(self, state: ArmState, obs: Observation | None, stale: Stale | None) -> Decision:
@@ -128,6 +137,8 @@ class Practice:
                 self.frames.late(stale)  # counts, and asks for help if the reset did not bring frames back
                 return Decision(None, source="stale_frames")
             self._resume_after_frames()
+        if self._hold_for_store():
+            return Decision(None, source="store_full")
         if self.stage != Stage.ACTING:
             return Decision(None)
         if state.mode != ArmMode.READY:
@@ -218,6 +229,30 @@ class Practice:
         self.stage = Stage.ACTING
         self.ctx.events.add(Event.SESSION_RESUMED, session=self.schedule.id, by="cameras",
                             reason="fresh frames are back")
+
+    def _store_full(self) -> StoreFull | None:
+        return None if self.ctx.recorder is None else self.ctx.recorder.full
+
+    def _hold_for_store(self) -> bool:
+        """Pause while the store's disk is full (the arm holds), resume once it has room again."""
+        full = self._store_full()
+        if self._paused_for_store:
+            if full is not None:
+                return True
+            self._paused_for_store = False
+            self.stage = Stage.ACTING
+            lost = self.ctx.recorder.stats.steps_lost if self.ctx.recorder is not None else 0
+            self.ctx.events.add(Event.SESSION_RESUMED, session=self.schedule.id, by="store",
+                                reason="the store has room again", steps_lost=lost)
+            return False
+        if full is None or self.stage != Stage.ACTING:
+            return False
+        self.close_segment("store full")
+        self.stage = Stage.PAUSED
+        self._paused_for_store = True
+        self.ctx.events.add(Event.SESSION_PAUSED, session=self.schedule.id, by="store", reason=full.message,
+                            path=full.path, free_mb=full.free_mb)
+        return True
 
     def _helped(self) -> None:
         """A person put the scene right: whatever was stuck has been dealt with."""

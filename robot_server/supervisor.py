@@ -17,8 +17,10 @@ import numpy as np
 from arm.base import Arm, ArmMode, ArmState
 from camera.base import Camera
 from robot_server.demonstration import Demo
+from robot_server.device_watch import DeviceWatch
 from robot_server.evaluation import EvalParams, Evaluation
 from robot_server.events import Event, EventLog
+from robot_server.faults import FaultLog
 from robot_server.help import HelpRequests, HelpSource
 from robot_server.modes import DemoSource, Mode, Stage
 from robot_server.observation import Observation, Stale
@@ -51,6 +53,7 @@ class Supervisor:
         task: Task | None = None,
         expert: Expert | None = None,
         cameras: Mapping[str, Camera] | None = None,
+        faults: FaultLog | None = None,
     ) -> None:
         events = EventLog(store=None if recorder is None else recorder.log_event)
         help_requests = HelpRequests(events)
@@ -69,6 +72,8 @@ class Supervisor:
             rng=np.random.default_rng(cfg.session.seed),
             cameras=cameras or {},
         )
+        self.faults = faults or FaultLog()
+        self.watch = DeviceWatch(self.ctx, self.faults)
         self.mode = Mode.IDLE
         self.practice: Practice | None = None
         self.demo: Demo | None = None
@@ -238,6 +243,9 @@ class Supervisor:
     # ------------------------------------------------------------------ the tick
     def tick(self, state: ArmState, obs: Observation | None, stale: Stale | None) -> Decision:
         self._check_help()
+        lost = self.watch.tick(state, stale)
+        if lost is not None and self.mode == Mode.DEMO and self.demo is not None and self.demo.source == DemoSource.TELEOP:
+            self._end_demo_for_lost_teleop(lost)
         self._demo_button()
         self.ctx.teleop.sync_idle(state.gripper_closed)
         if self.mode == Mode.PRACTICE and self.practice is not None:
@@ -292,11 +300,28 @@ class Supervisor:
         self._to_idle()
         return {**out, "closed": True}
 
+    def _end_demo_for_lost_teleop(self, why: str) -> None:
+        """A teleop device was lost mid-demo: the demo ends now, stored as failed (its last steps
+        are an arm held still, not the expert's motion), and the operator is asked to reconnect."""
+        demo = self._demo()
+        reason = f"teleop device lost: {why}"
+        demo.abort(reason)
+        out = {"direction": demo.direction, "steps": demo.steps, "success": False, "end_reason": reason}
+        self.ctx.events.add(Event.DEMO_FINISHED, **out)
+        self.last_demo = out
+        self.counters.demos_recorded += 1  # after last_demo: other threads poll this counter, then read it
+        self._to_idle()
+        self.ctx.help.ask(HelpSource.TELEOP, f"{why}: the demo was ended (stored as failed); reconnect the "
+                          "device and record it again")
+
     def _require_idle(self, what: str) -> None:
         if self.mode == Mode.ESTOP:
             raise CommandError("emergency stop is active: release it first")
         if self.mode != Mode.IDLE:
             raise CommandError(f"cannot {what} while {self.mode.value} is running")
+        full = None if self.ctx.recorder is None else self.ctx.recorder.full
+        if full is not None:  # every mode records: none may start unrecorded
+            raise CommandError(f"cannot {what}: {full.message}")
 
     def _practice(self) -> Practice:
         if self.mode != Mode.PRACTICE or self.practice is None:
@@ -354,6 +379,11 @@ class Supervisor:
             ctx.help.ask(HelpSource.ARM, why)
         else:
             ctx.help.resolve(HelpSource.ARM)
+        full = None if ctx.recorder is None else ctx.recorder.full
+        if full is not None:
+            ctx.help.ask(HelpSource.STORE, full.message)
+        else:
+            ctx.help.resolve(HelpSource.STORE)
         if ctx.task is None or self.mode != Mode.PRACTICE:
             return
         if ctx.task.object_in_workspace():
@@ -374,6 +404,7 @@ class Supervisor:
             "eval": None if self.evaluation is None else self.evaluation.status(),
             "takeover": self.ctx.teleop.taking_over,
             "counters": self.counters.as_dict(),
+            "faults": self.faults.counts(),
             "help_requests": self.ctx.help.as_list(),
             "recent_events": self.ctx.events.recent(20),
         }

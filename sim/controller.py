@@ -39,6 +39,7 @@ class Phase(enum.StrEnum):
     READY = "ready"
     HOMING = "homing"
     STOPPED = "stopped"
+    REFLEX = "reflex"  # stopped by the controller itself (a collision reflex); recover() clears it
 
 
 def rot_z(yaw: float) -> np.ndarray:
@@ -153,7 +154,7 @@ class CartesianController:
         return True
 
     def go_home(self) -> bool:
-        if self.phase is Phase.STOPPED or self.mirroring:
+        if self.phase in (Phase.STOPPED, Phase.REFLEX) or self.mirroring:
             return False
         self.phase = Phase.HOMING
         return True
@@ -167,6 +168,21 @@ class CartesianController:
         if self.phase is Phase.STOPPED:
             self._hold_measured(data)
             self.phase = Phase.READY
+
+    def reflex(self, data: mujoco.MjData) -> None:
+        """A controller reflex, as libfranka's: the arm freezes where it is and takes no targets
+        (nor homing) until `recover()`; an emergency stop still wins."""
+        if self.phase is not Phase.STOPPED:
+            self.phase = Phase.REFLEX
+            self._hold_measured(data)
+
+    def recover(self, data: mujoco.MjData) -> bool:
+        """Automatic error recovery: leave REFLEX holding the measured pose; False if not in REFLEX."""
+        if self.phase is not Phase.REFLEX:
+            return False
+        self._hold_measured(data)
+        self.phase = Phase.READY
+        return True
 
     def hold(self, data: mujoco.MjData) -> None:
         """Track the measured pose from now on (a new client connecting), unless busy or stopped."""

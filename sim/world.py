@@ -131,6 +131,7 @@ class SimWorld:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.thread_error: BaseException | None = None
+        self.reflex_reason = ""  # why the controller last stopped on a reflex
         self._render: RenderHost | None = None
         self._render_lock = threading.Lock()
         mujoco.mj_resetDataKeyframe(self.model, self.data, self.model.key("home").id)
@@ -342,6 +343,14 @@ class SimWorld:
             ctrl.mirror_q = q
             ctrl.mirror_fingers = fingers
             ctrl.apply_mirror(self.data)
+            self.publish()
+
+    def reflex(self, reason: str) -> None:
+        """The controller stops on a reflex, as libfranka's does on a collision or a missed
+        deadline: the arm freezes and takes no target until its driver recovers it."""
+        with self.lock:
+            self.reflex_reason = reason
+            self.controller.reflex(self.data)
             self.publish()
 
     def stop_mirroring(self) -> None:

@@ -54,6 +54,12 @@ class ArmConfig(Strict):
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     gripper_speed: float = Field(0.05, gt=0)
     gripper_force: float = Field(20.0, gt=0)
+    gripper_timeout_s: float = Field(
+        1.0, gt=0, le=60, description="a gripper that has not answered this long is a fault (counted; the arm goes on)"
+    )
+    gripper_help_s: float = Field(
+        10.0, gt=0, le=3600, description="a gripper that has not answered this long: ask the operator for help"
+    )
 
 
 class WorkspaceConfig(Strict):
@@ -88,6 +94,22 @@ class ControlConfig(Strict):
 class StoreConfig(Strict):
     path: Path = Path("data/sim.zarr")
     chunk_steps: int = Field(16, ge=1, le=1000)
+    # A full disk pauses practice instead of letting it run unrecorded (robot_server.store_space).
+    min_free_mb: float = Field(
+        256.0, ge=0, description="pause practice when the store's disk has less free space than this "
+        "(checked every space_check_s off the tick; 0 = only a failed write pauses it)"
+    )
+    resume_free_mb: float = Field(
+        512.0, gt=0, description="after a pause for space, resume once this much is free (at least min_free_mb)"
+    )
+    space_check_s: float = Field(5.0, gt=0, le=600, description="how often the writer thread checks free space")
+
+    @model_validator(mode="after")
+    def _resume_above_floor(self) -> StoreConfig:
+        if self.resume_free_mb < self.min_free_mb:
+            raise ValueError(f"resume_free_mb={self.resume_free_mb} must be at least min_free_mb={self.min_free_mb}, "
+                             "or practice would pause again as soon as it resumed")
+        return self
 
 
 class SessionConfig(Strict):
@@ -137,6 +159,11 @@ class ServerConfig(Strict):
     host: str = Field("127.0.0.1", min_length=1, description="the address the API binds to")
     port: int = Field(8000, ge=0, le=65535)
     token: str = Field("change-me", min_length=8)
+    token_file: Path | None = Field(
+        None,
+        description="read the token from this file instead (a compose secret: /run/secrets/NAME); it wins over "
+        "`token`, so an image or env file never has to carry the token itself",
+    )
     read_access: ReadAccess = Field(
         "auto",
         description="who may read (status, episodes, cameras, telemetry, metrics): auto = anyone on a "
@@ -161,6 +188,22 @@ class ServerConfig(Strict):
         if isinstance(data, dict) and "protect_reads" in data:
             raise ValueError("protect_reads was replaced by read_access: auto (default), token or open")
         return data
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> ServerConfig:
+        if self.token_file is None:
+            return self
+        try:
+            # Secret files usually end in a newline (echo, an editor): it is not part of the token.
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"token_file {str(self.token_file)!r} cannot be read: {exc.strerror}") from None
+        if len(token) < 8:
+            raise ValueError(
+                f"token_file {str(self.token_file)!r} holds a token of {len(token)} characters, at least 8 needed"
+            )
+        self.token = token
+        return self
 
     @property
     def reads_need_token(self) -> bool:

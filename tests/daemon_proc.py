@@ -67,6 +67,7 @@ class DaemonProc:
     log_path: Path
     proc: subprocess.Popen
     headers: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()  # extra `robot-server run` options, given again at a restart
 
     @property
     def ws_url(self) -> str:
@@ -98,8 +99,10 @@ def start_daemon(
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT_S,
+    args: tuple[str, ...] = (),
 ) -> DaemonProc:
-    """Start the sim daemon in `workdir` and return once /health answers 200."""
+    """Start the sim daemon in `workdir` (with extra `robot-server run` options `args`) and return
+    once /health answers 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     tree = yaml.safe_load(SIM_CONFIG.read_text())
@@ -123,7 +126,8 @@ def start_daemon(
         workdir=workdir,
         config_path=config_path,
         log_path=log_path,
-        proc=_spawn(config_path, port, log_path, env, "wb"),
+        proc=_spawn(config_path, port, log_path, env, "wb", args),
+        args=tuple(args),
     )
     try:
         _wait_healthy(d, timeout)
@@ -133,8 +137,9 @@ def start_daemon(
     return d
 
 
-def _spawn(config_path: Path, port: int, log_path: Path, env: Mapping[str, str] | None, mode: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config_path), "--port", str(port)]
+def _spawn(config_path: Path, port: int, log_path: Path, env: Mapping[str, str] | None, mode: str,
+           args: tuple[str, ...] = ()) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "robot_server.cli", "run", "--config", str(config_path), "--port", str(port), *args]
     with open(log_path, mode) as log:
         return subprocess.Popen(
             cmd,
@@ -152,7 +157,7 @@ def restart_daemon(
 ) -> DaemonProc:
     """Run `robot-server run` again with d's config, port and log (after it stopped or was killed),
     as a process supervisor would; returns once /health answers 200."""
-    new = replace(d, proc=_spawn(d.config_path, d.port, d.log_path, env, "ab"))
+    new = replace(d, proc=_spawn(d.config_path, d.port, d.log_path, env, "ab", d.args))
     try:
         _wait_healthy(new, timeout)
     except BaseException:

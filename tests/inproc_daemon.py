@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from robot_server.daemon import Daemon
+from robot_server.fault_injection import InjectSpec
 from spec.config import load_config
 
 
@@ -23,16 +24,16 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextmanager
-def sim_daemon(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator[Daemon]:
+def sim_daemon(tmp: Path, env: Mapping[str, str] | None = None, inject: Sequence[InjectSpec] = ()) -> Iterator[Daemon]:
     """The packaged sim config with a private store and checkpoint dir, started and stopped;
-    `env`: more ROBOT__SECTION__FIELD overrides."""
+    `env`: more ROBOT__SECTION__FIELD overrides; `inject`: device faults to rehearse (--inject)."""
     cfg = load_config("sim", env={
         "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
         "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
         "ROBOT__CONTROL__STATUS_LINE": "false",
         **(env or {}),
     })
-    d = Daemon(cfg)
+    d = Daemon(cfg, inject=inject)
     d.start()
     try:
         yield d

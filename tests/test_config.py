@@ -83,3 +83,22 @@ def test_reads_need_the_token_beyond_loopback_unless_opened() -> None:
 def test_the_old_protect_reads_option_says_what_replaced_it() -> None:
     with pytest.raises(ConfigError, match="read_access"):
         parse_config({"server": {"protect_reads": True}}, "test.yaml", env={})
+
+
+def test_token_file_from_env_wins_over_the_yaml_token(tmp_path):
+    # A compose secret is a file at /run/secrets/NAME; the containers point at it by env var.
+    secret = tmp_path / "api_token"
+    secret.write_text("s3cret-from-a-file\n")
+    cfg = load_config(ROOT / "spec" / "configs" / "sim.yaml", env={"ROBOT__SERVER__TOKEN_FILE": str(secret)})
+    assert cfg.server.token == "s3cret-from-a-file"
+
+
+@pytest.mark.parametrize(("content", "needle"), [(None, "cannot be read"), ("short\n", "at least 8")])
+def test_bad_token_file_names_the_field_and_the_file(tmp_path, content, needle):
+    secret = tmp_path / "api_token"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"server": {"token_file": str(secret)}}, "test.yaml", env={})
+    msg = str(exc.value)
+    assert "server" in msg and "token_file" in msg and str(secret) in msg and needle in msg

@@ -26,6 +26,7 @@ from learner.cli import app
 from learner.state import latest
 from learner.trainer import LearnerError, Trainer
 from policies.intake import CheckpointRejected, validate_checkpoint
+from spec.config import parse_config
 from spec.step import ActionSpace, ObsSpec
 from tests.learner_fakes import STATE_DIM, FakeStore, tiny_config
 
@@ -504,3 +505,24 @@ def test_eval_verdicts_in_the_store_reach_tensorboard_as_success_per_version(tmp
         tr.poll(force=True)
     assert ("eval/forward_success", 0.5, 5) in logged
     assert ("eval/forward_success", 1.0, 9) in logged
+
+
+def test_pushes_carry_the_token_read_from_the_secret_file(tmp_path):
+    # In compose the token is a secret at /run/secrets/api_token, named by ROBOT__SERVER__TOKEN_FILE.
+    secret = tmp_path / "api_token"
+    secret.write_text("token-from-the-secret-file\n")
+    base = tiny_config(tmp_path, mode="state")
+    cfg = parse_config(base.model_dump(mode="json"), "test", env={"ROBOT__SERVER__TOKEN_FILE": str(secret)})
+    st = fill_store(cfg)
+    auth: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.method == "PUT" and req.url.path.startswith("/policies/"):
+            auth.append(req.headers["authorization"])
+        return httpx.Response(200)
+
+    with trainer(cfg, transport=httpx.MockTransport(handler)) as tr:
+        train_until_idle(tr)
+        tr.pusher.wait_idle(10)
+    assert auth and set(auth) == {"Bearer token-from-the-secret-file"}
+    st.close()

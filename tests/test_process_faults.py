@@ -13,7 +13,6 @@ leaves a state that loads.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -36,11 +35,7 @@ import torch
 
 from learner.state import latest, load_state
 from policies.checkpoint import PolicyCheckpoint
-from replay.store import ReplayReader, ReplayWriter
-from robot_server.daemon import store_meta
-from sim.task import STATE_DIM
-from spec.config import load_config
-from spec.step import ActionSpace, ObsSpec
+from replay.store import ReplayReader
 from tests.daemon_proc import (
     REPO,
     DaemonProc,
@@ -50,6 +45,8 @@ from tests.daemon_proc import (
     stop_daemon,
     wait_for,
 )
+from tests.random_demos import write_random_demos
+from tests.tcp_proxy import PausableProxy
 
 SAVE_LOOP = """
 import os, sys, torch
@@ -148,105 +145,10 @@ OVERRIDES = {
 START_S = 300.0  # a daemon starts in seconds, but a shared 2-core box can take minutes
 
 
-class PausableProxy:
-    """127.0.0.1:<port> → the daemon's port, in its own thread. `cut()` is a network cut: nothing
-    is forwarded either way (bytes wait, as packets wait for a retransmit) until `restore()`.
-    `push_started` is set when a `PUT /policies/...` request passes; `in_flight` counts those whose
-    answer has not come back yet."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.push_started = threading.Event()
-        self.in_flight = 0
-        self.loop = asyncio.new_event_loop()
-        self._up = asyncio.Event()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="proxy", daemon=True)
-        self._thread.start()
-        self.loop.call_soon_threadsafe(self._up.set)
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop
-        ).result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def cut(self) -> None:
-        self.loop.call_soon_threadsafe(self._up.clear)
-
-    def restore(self) -> None:
-        self.loop.call_soon_threadsafe(self._up.set)
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = {"push": False}
-        try:
-            await self._up.wait()
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            except OSError:
-                return  # the daemon is down: the client's connection closes
-            await asyncio.gather(self._pipe(reader, up_writer, conn, True), self._pipe(up_reader, writer, conn, False))
-        finally:
-            if conn["push"]:
-                self.in_flight -= 1
-            writer.close()
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, conn: dict, to_daemon: bool) -> None:
-        try:
-            while data := await src.read(1 << 16):
-                await self._up.wait()
-                if to_daemon and data.startswith(b"PUT /policies/"):
-                    conn["push"] = True
-                    self.in_flight += 1
-                    self.push_started.set()
-                elif not to_daemon and conn["push"]:
-                    conn["push"] = False
-                    self.in_flight -= 1
-                dst.write(data)
-                await dst.drain()
-        except OSError:
-            pass
-        finally:
-            dst.close()
-
-
-def _write_demos(store: Path) -> None:
-    """Two successful demos per direction, random but shaped as the sim daemon records them: the
-    classifiers get positives without minutes of scripted demonstrations."""
-    cfg = load_config("sim", env={})
-    space = ActionSpace(cfg.action, cfg.workspace)
-    spec = ObsSpec.from_config(cfg, "pixels", STATE_DIM)
-    rng = np.random.default_rng(0)
-    t = time.time() - 60
-    with ReplayWriter.open(store, store_meta(cfg, space, spec), cfg.store.chunk_steps) as w:
-        for direction in ("forward", "backward") * 2:
-            ep = w.begin_episode("demo", direction, {})
-            for _ in range(30):
-                t += 0.1
-                ep.append({**{f"obs/{c.name}": rng.integers(0, 256, (c.height, c.width, 3), np.uint8)
-                              for c in spec.cameras},
-                           "obs/proprio": rng.uniform(-1, 1, spec.proprio_dim).astype(np.float32),
-                           "obs/state": rng.uniform(-1, 1, STATE_DIM).astype(np.float32),
-                           "action": rng.uniform(-1, 1, space.dim).astype(np.float32),
-                           "timestamp": t, "policy_version": -1, "intervention": False})
-            ep.close(success=True)
-
-
 class Rig:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        _write_demos(workdir / "store.zarr")
+        write_random_demos(workdir / "store.zarr")
         self.run_dir = workdir / "learner"
         self.daemon: DaemonProc = start_daemon(workdir, overrides=OVERRIDES | {
             "learner": OVERRIDES["learner"] | {"run_dir": str(self.run_dir)}}, timeout=START_S)

@@ -221,11 +221,16 @@ def test_learner_run_adds_classifier_scalars_and_scores_the_labelled_set(tmp_pat
     from torch.utils.tensorboard import SummaryWriter
 
     from learner.trainer import Trainer
+    from replay.labels import Label
     from tests.learner_fakes import FakeStore, fake_step, tiny_config
 
     cfg = tiny_config(tmp_path)
     st = FakeStore(cfg)
-    st.episode("practice", "forward", 20)
+    practice = st.episode("practice", "forward", 20)
+    # The operator's labels from the review page: a failure verdict (its last frame), then goal and
+    # not-goal frames; the goal frames 15-19 override the verdict's frame 19.
+    for label in (Label(practice.id, "failure"), Label(practice.id, "goal", 15, 20), Label(practice.id, "not_goal", 0, 5)):
+        st.writer.append_event(label.event())
     for success in (True, False, True):
         ep = st.writer.begin_episode("eval", "forward", {"policy_version": 1})
         for _ in range(5):
@@ -259,8 +264,12 @@ def test_learner_run_adds_classifier_scalars_and_scores_the_labelled_set(tmp_pat
                                  "--config", str(config)])
     assert result.exit_code == 0, result.output
     fp_fn = _report(out)["sections"]["labelled_fp_fn"]
-    assert fp_fn["recorded"] and fp_fn["labelled"] == fp_fn["scored"] == 3
-    assert fp_fn["tp"] + fp_fn["fn"] == 2 and fp_fn["fp"] + fp_fn["tn"] == 1
+    assert fp_fn["recorded"] and fp_fn["labelled"] == fp_fn["scored"] == 13
+    assert fp_fn["by_source"] == {"eval_verdict": 3, "operator_verdict": 0, "operator_frames": 10}
+    truth = {(i["episode"], i["frame"]): i["goal"] for i in fp_fn["items"]}
+    assert [truth[(practice.id, f)] for f in (0, 4, 15, 19)] == [False, False, True, True]
+    assert fp_fn["tp"] + fp_fn["fn"] == 2 + 5 and fp_fn["fp"] + fp_fn["tn"] == 1 + 5
+    assert set(fp_fn["per_source"]) == {"eval_verdict", "operator_frames"}
     assert all(0.0 <= i["score"] <= 1.0 and "training state" in i["source"] for i in fp_fn["items"])
 
     result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out), "--learner-run", str(tmp_path / "x")])

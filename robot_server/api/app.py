@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from robot_server.api import openapi
+from robot_server.api.frame_jpegs import FrameJpegs
 from robot_server.api.routes import (
     calibration,
     cameras,
@@ -55,6 +56,8 @@ def create_app(daemon: Daemon | None, server: ServerConfig | None = None) -> Fas
     )
     app.state.daemon = daemon
     app.state.reads_need_token = reads_need_token
+    app.state.frame_jpegs = FrameJpegs()
+    app.state.telemetry = telemetry.TelemetryText(daemon)
     for module in (system, sessions, demos, evals, interventions, policies, classifiers, episodes, labels, review,
                    cameras, telemetry, calibration, reports):
         app.include_router(module.router)

@@ -184,6 +184,7 @@ class ArmStatus(Reply):
     failed_recoveries: int
     homings: int
     last_error: str | None
+    gripper_age_s: float | None = Field(..., description="seconds since the gripper last answered; null before it has")
 
 
 class CameraStats(Reply):
@@ -228,6 +229,7 @@ class SessionSummary(Reply):
     stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
     stale_s: float = Field(..., description="length of the current stale spell, s")
     paused_for_frames: bool = Field(..., description="practice holds while the cameras are reset")
+    paused_for_store: bool = Field(..., description="practice holds while the store's disk is full")
     end_reason: str | None = Field(None, description="why it ended; absent while it runs")
 
 
@@ -312,6 +314,15 @@ class LastEpisode(Reply):
     success: bool | None
 
 
+class StoreFull(Reply):
+    message: str
+    cause: str = Field(..., description="what failed, or how little space is left")
+    path: str
+    free_mb: float | None
+    resume_free_mb: float = Field(..., description="practice resumes by itself once this much is free")
+    since: float
+
+
 class StoreStatus(Reply):
     path: str
     steps_written: int
@@ -322,6 +333,16 @@ class StoreStatus(Reply):
     last_error: str | None
     last_episode: LastEpisode | None
     recording: bool
+    full: StoreFull | None = Field(..., description="why the store takes no steps now; null while it does")
+    free_mb: float | None = Field(..., description="free space on the store's disk at the last check")
+    min_free_mb: float
+    resume_free_mb: float
+    space_checks: int
+    space_pauses: int
+    steps_lost: int = Field(..., description="steps taken but never stored: in flight when the disk filled")
+    events_pending: int = Field(..., description="events waiting for room on the disk")
+    events_dropped: int
+    episodes_untidy: list[str] = Field(..., description="episodes ended by a full disk and not yet closed on it")
 
 
 class KeyboardStatus(Reply):
@@ -349,6 +370,13 @@ class LearnerSummary(Reply):
     age_s: float = Field(..., description="seconds since the learner last reported")
 
 
+class FaultCounts(Reply):
+    injected: int
+    detected: int = Field(..., description="injected or real")
+    recovered: int
+    escalated: int = Field(..., description="became a help request")
+
+
 class Status(Reply):
     """The control loop's newest snapshot, plus store, teleop and learner state."""
 
@@ -373,6 +401,7 @@ class Status(Reply):
     teleop: TeleopStatus
     learner: LearnerSummary | None
     control_loop_alive: bool
+    faults: dict[str, FaultCounts] = Field(..., description="device faults by kind (GET /faults lists each injected one)")
 
 
 # ---------------------------------------------------------------- sessions, demos, evals
@@ -693,3 +722,14 @@ class Classifiers(Reply):
 
 class AcceptedClassifier(LoadedClassifier):
     direction: Direction
+
+
+class FaultRecord(Reply):
+    """One injected device fault (`robot-server run --inject`) and what the daemon made of it."""
+
+    kind: Literal["camera_stop", "reflex", "gripper_stuck", "spacemouse_unplug", "takeover"]
+    injected_at: float = Field(..., description="unix time the fault was injected")
+    detected_at: float | None = Field(..., description="unix time the daemon noticed it (null: not yet)")
+    recovered_at: float | None = Field(..., description="unix time the device worked again (null: not yet)")
+    escalated: bool = Field(..., description="it became a help request to the operator")
+    detail: str

@@ -36,6 +36,10 @@ class Teleop(Protocol):
 
     def status(self) -> dict[str, object]: ...
 
+    def fault(self) -> str | None:
+        """Why the device cannot be read now (unplugged, read errors), or None while it works."""
+        ...
+
 
 __all__ = [
     "HidReport",

@@ -115,6 +115,10 @@ class KeyboardTeleop:
         with self._lock:
             self._gripper_closed = bool(closed)
 
+    def fault(self) -> str | None:
+        """The page's keys have no device to lose."""
+        return None
+
     def status(self) -> dict[str, object]:
         t = self._clock()
         with self._lock:

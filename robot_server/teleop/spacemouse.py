@@ -131,6 +131,13 @@ class SpaceMouseReader:
         with self._lock:
             self._gripper_closed = bool(closed)
 
+    def fault(self) -> str | None:
+        """Why the SpaceMouse cannot be read (not found, unplugged, a reader error), or None."""
+        if not self.cfg.enabled:
+            return None
+        with self._lock:
+            return None if self._fd is not None else self._message
+
     def state(self) -> SpaceMouseState:
         with self._lock:
             return SpaceMouseState(

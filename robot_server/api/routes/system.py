@@ -13,6 +13,7 @@ from robot_server.api.metrics import render_metrics
 from robot_server.api.models import (
     COMMAND_REFUSED,
     EstopReply,
+    FaultRecord,
     Health,
     HomingReply,
     KeyboardInput,
@@ -45,6 +46,16 @@ async def get_status(request: Request) -> Status:
     if not d.loop.snapshot:  # the first tick is at most a period away
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the control loop has not published its status yet")
     return Status.model_validate(jsonable(d.status()))
+
+
+@router.get(
+    "/faults",
+    response_model=list[FaultRecord],
+    dependencies=[Depends(read_access)],
+)
+async def get_faults(request: Request) -> list[dict]:
+    """Every injected device fault, oldest first; /status counts faults by kind."""
+    return daemon_of(request).faults.records()
 
 
 @router.get(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 
@@ -41,6 +42,31 @@ def telemetry_message(daemon) -> dict:
     )
 
 
+class TelemetryText:
+    """The telemetry message as JSON text, built once per status snapshot the control thread
+    publishes (10 a second) and shared by every client: twenty clients at 4 Hz each re-building
+    and serialising the status was the event loop's largest share of the GIL beside the tick."""
+
+    MAX_AGE_S = 0.5  # rebuilt at least this often: a stopped loop and the learner's age still show
+
+    def __init__(self, daemon) -> None:
+        self.daemon = daemon
+        self._snapshot: object = None
+        self._built_at = float("-inf")
+        self._text = ""
+        self.builds = 0
+
+    def current(self) -> str:
+        snap = self.daemon.loop.snapshot
+        t = time.monotonic()
+        # Compared by identity: the control thread replaces the snapshot dict each tick, never edits it.
+        if snap is not self._snapshot or t - self._built_at > self.MAX_AGE_S:
+            self._text = json.dumps(telemetry_message(self.daemon))
+            self._snapshot, self._built_at = snap, t
+            self.builds += 1
+        return self._text
+
+
 @router.websocket("/telemetry")
 async def telemetry(ws: WebSocket, interval: float = 0.25, token: str | None = None) -> None:
     """A read like the others: it needs the token when reads do (a browser's WebSocket cannot send
@@ -53,7 +79,7 @@ async def telemetry(ws: WebSocket, interval: float = 0.25, token: str | None = N
     await ws.accept()
     try:
         while True:
-            await ws.send_text(json.dumps(telemetry_message(daemon)))
+            await ws.send_text(ws.app.state.telemetry.current())
             await asyncio.sleep(interval)
     except (WebSocketDisconnect, RuntimeError):
         return
