@@ -196,6 +196,9 @@ def train_sim(
     backward_reward: Annotated[
         str | None, typer.Option(help="sim backward reward: neg_log_1mp (MEDALPP.md, >= 0) | log_p (bounded, <= 0)")
     ] = None,
+    backward_entropy: Annotated[
+        str, typer.Option(help="sim backward entropy term: learned (MEDALPP.md, alpha from 1) | off (alpha = 0)")
+    ] = "learned",
     jitter_m: Annotated[float, typer.Option(help="start jitter of the cube, m")] = 0.05,
     jitter_yaw_deg: Annotated[float, typer.Option(help="start yaw jitter of the cube, deg")] = 45.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -219,7 +222,7 @@ def train_sim(
             eval_episodes=eval_episodes, seed_steps=seed_steps, preset=preset, start_jitter_m=jitter_m,
             start_jitter_yaw_deg=jitter_yaw_deg, device=device, bc_forward=_schedule("--bc-forward", bc_forward),
             bc_backward=_schedule("--bc-backward", bc_backward), backward_positives=backward_positives,
-            backward_reward=backward_reward,
+            backward_reward=backward_reward, backward_entropy=backward_entropy,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -78,6 +78,7 @@ class HarnessConfig:
     bc_backward: tuple[float, float, int, int] | None = None  # None: off, as MEDALPP.md's sim setting (ablation)
     backward_positives: str = "all_forward"  # "all_forward" (MEDALPP.md sim) | "pre_goal" (ablation)
     backward_reward: str | None = None  # None: MEDALPP.md's sim reward (neg_log_1mp); "log_p" bounds it <= 0 (ablation)
+    backward_entropy: str = "learned"  # "learned" (MEDALPP.md sim: alpha from 1, target -|A|/2) | "off" (alpha = 0, ablation)
     bc_batch_size: int = 256  # bc method: demo rows per step
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
@@ -89,6 +90,8 @@ class HarnessConfig:
             raise ValueError(f"backward_positives must be one of {BACKWARD_POSITIVES}, got {self.backward_positives!r}")
         if self.backward_reward is not None and self.backward_reward not in REWARD_KINDS:
             raise ValueError(f"backward_reward must be one of {REWARD_KINDS}, got {self.backward_reward!r}")
+        if self.backward_entropy not in ("learned", "off"):
+            raise ValueError(f"backward_entropy must be 'learned' or 'off', got {self.backward_entropy!r}")
         if self.mode not in ("state", "pixels"):
             raise ValueError(f"mode must be 'state' or 'pixels', got {self.mode!r}")
         for name in ("env_steps", "demos", "eval_every", "eval_episodes", "eval_horizon", "phase_steps"):
@@ -171,6 +174,8 @@ class SimHarness:
         )
         if hc.bc_backward is not None:
             s = dataclasses.replace(s, backward=dataclasses.replace(s.backward, bc=tuple(hc.bc_backward)))
+        if hc.backward_entropy == "off":
+            s = dataclasses.replace(s, backward=dataclasses.replace(s.backward, learn_alpha=False, alpha_init=0.0))
         if hc.bc_forward is not None:
             s = dataclasses.replace(s, forward=dataclasses.replace(s.forward, bc=tuple(hc.bc_forward)))
         if hc.method == "bc":  # the actor alone, λ = 1 throughout
@@ -247,6 +252,7 @@ class SimHarness:
                 "bc_forward": list(self.settings.forward.bc),
                 "bc_backward": list(self.settings.backward.bc),
                 "backward_positives": self.hc.backward_positives,
+                "backward_entropy": self.hc.backward_entropy,
                 "backward_learn_alpha": self.settings.backward.learn_alpha,
                 "backward_target_entropy": self.settings.backward.target_entropy_per_dim * self.env.space.dim,
                 "clf_every": {"forward": self.settings.clf_forward_every, "backward": self.settings.clf_backward_every},

@@ -103,14 +103,17 @@ def test_ablation_settings_reach_the_learning_core_and_bad_values_are_named():
     from learner.cli import app
 
     h = SimHarness(HarnessConfig(env_steps=10, seed_steps=5, bc_backward=(1.0, 0.25, 0, 100), backward_positives="pre_goal",
-                                backward_reward="log_p"))
+                                backward_reward="log_p", backward_entropy="off"))
     try:
         assert h.settings.backward.bc == (1.0, 0.25, 0, 100) and h.settings.backward_positives_pre_goal
         assert h.core.classifiers["backward"].reward_kind == "log_p"
+        assert not h.settings.backward.learn_alpha and h.settings.backward.alpha_init == 0.0
     finally:
         h.close()
     with pytest.raises(ValueError, match="backward_positives must be one of"):
         HarnessConfig(backward_positives="goal")
+    with pytest.raises(ValueError, match="backward_entropy must be"):
+        HarnessConfig(backward_entropy="zero")
     with pytest.raises(ValueError, match="backward_reward must be one of"):
         HarnessConfig(backward_reward="log")
     r = CliRunner().invoke(app, ["train-sim", "--bc-backward", "1,0.25"])
