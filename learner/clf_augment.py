@@ -75,7 +75,7 @@ class ClassifierAugment:
         views = x.view(b, h, w, c // 3, 3).permute(0, 3, 4, 1, 2)  # [B, V, 3, H, W], a view
         assert self._v2 is not None
         out = torch.stack([self._v2(sample) for sample in views])  # one parameter draw per sample
-        return out.permute(0, 3, 4, 1, 2).reshape(b, h, w, c)
+        return out.permute(0, 3, 4, 1, 2).reshape(b, h, w, c).contiguous()  # channels last, as stored
 
 
 def _v2_pipeline(image_size: tuple[int, int], j: V2Jitter) -> torch.nn.Module:
