@@ -19,7 +19,7 @@ not-goal frames. Then its FP rate (not-goal frames scored p > 0.5) and FN rate (
 p <= 0.5) on the held-out labelled set (LabelledFrames.rates), and on the train set for contrast.
 
 Writes bench/results/classifier-augment.json and prints a table.
-Usage: nice -n 10 python bench/classifier_augment.py [--steps 300] [--seeds 3] [--episodes 24 --held-out 12]
+Usage: nice -n 10 python bench/classifier_augment.py [--steps 120] [--seeds 3] [--episodes 16 --held-out 8] [--batch 32]
 """
 
 from __future__ import annotations
@@ -192,11 +192,11 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=300, help="classifier training steps per run")
+    ap.add_argument("--steps", type=int, default=120, help="classifier training steps per run")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--episodes", type=int, default=24, help="episodes of the train store")
-    ap.add_argument("--held-out", type=int, default=12, help="episodes of the held-out store")
-    ap.add_argument("--batch", type=int, default=64, help="positives and negatives per step, each")
+    ap.add_argument("--episodes", type=int, default=16, help="episodes of the train store")
+    ap.add_argument("--held-out", type=int, default=8, help="episodes of the held-out store")
+    ap.add_argument("--batch", type=int, default=32, help="positives and negatives per step, each")
     ap.add_argument("--kinds", default=",".join(CLASSIFIER_AUGMENTS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
