@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from learner.augment import random_shift
+from learner.clf_augment import ClassifierAugment
 from learner.optim import adam
 from policies.classifier_checkpoint import ClassifierCheckpoint
 from policies.networks import Classifier, NetworkSizes
@@ -48,7 +48,10 @@ class ClassifierLearner:
         cameras: list[str] | None = None,
         lr: float = 3e-4,
         device: torch.device | str = "cpu",
+        augment: str = "v2",
     ) -> None:
+        """`augment`: what `train_step` does to pixel frames (learner/clf_augment.py); state
+        frames and scoring are never augmented."""
         if reward_kind not in REWARD_KINDS:
             raise ValueError(f"reward kind must be one of {REWARD_KINDS}, got {reward_kind!r}")
         self.name = name
@@ -56,6 +59,7 @@ class ClassifierLearner:
         self.reward_kind = reward_kind
         self.pixels = spec.mode == "pixels"
         self.device = torch.device(device)
+        self.augment = ClassifierAugment(augment if self.pixels else "none", spec.image_size if self.pixels else (0, 0))
         self.net = Classifier(spec, sizes, cameras).to(self.device)
         self.opt = adam(list(self.net.parameters()), lr)
         self.steps = 0
@@ -68,7 +72,7 @@ class ClassifierLearner:
     def _prep(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
         # Frames stay uint8 until the network widens its own views (a quarter of the memory traffic).
         x = x.to(self.device, non_blocking=True)
-        return random_shift(x) if (augment and self.pixels) else x
+        return self.augment(x) if augment else x
 
     @torch.no_grad()
     def probabilities(self, obs: torch.Tensor) -> torch.Tensor:

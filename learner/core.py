@@ -53,9 +53,11 @@ class LearningCore:
         self.agents = {d: Agent(s.agent(d), spec, action_spec, s.sizes, device) for d in self.directions}
         clfs = {
             "forward": lambda: ClassifierLearner(
-                "forward", spec, s.sizes, "log_p", s.clf_forward_cameras, s.clf_lr, device
+                "forward", spec, s.sizes, "log_p", s.clf_forward_cameras, s.clf_lr, device, s.clf_augment
             ),
-            "backward": lambda: ClassifierLearner("backward", spec, s.sizes, s.backward_reward, None, s.clf_lr, device),
+            "backward": lambda: ClassifierLearner(
+                "backward", spec, s.sizes, s.backward_reward, None, s.clf_lr, device, s.clf_augment
+            ),
         }
         self.classifiers = {d: clfs[d]() for d in self.directions}
         self.schedule = CreditSchedule(

@@ -41,7 +41,7 @@ def load_classifiers(run_dir: Path, cfg: Config) -> tuple[dict[str, ClassifierLe
     cams = {"forward": settings.clf_forward_cameras, "backward": None}
     out = {}
     for d in ("forward", "backward"):
-        clf = ClassifierLearner(d, spec, sizes, kinds[d], cams[d])
+        clf = ClassifierLearner(d, spec, sizes, kinds[d], cams[d], augment="none")  # scoring only
         prefix = f"clf_{d}."
         state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         if not state:

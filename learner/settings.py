@@ -79,6 +79,7 @@ class Settings:
     clf_backward_every: int
     clf_forward_cameras: list[str] | None  # None = every view
     clf_lr: float
+    clf_augment: str  # pixel training frames of both classifiers: none | shift | v2 (learner/clf_augment.py)
     backward_reward: str  # "log_p" (robot) | "neg_log_1mp" (sim)
     backward_demos_from_both: bool  # sim: the backward demo buffer holds forward demos too
     backward_positives_all_forward: bool  # sim: backward classifier positives = all forward-demo frames
@@ -153,6 +154,7 @@ class Settings:
             clf_backward_every=lc.clf_backward_every or d["clf_backward_every"],
             clf_forward_cameras=cams,
             clf_lr=lc.lr,
+            clf_augment=lc.classifier_augment,
             backward_reward="neg_log_1mp" if sim else "log_p",
             backward_demos_from_both=sim,
             backward_positives_all_forward=sim,

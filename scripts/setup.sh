@@ -37,18 +37,28 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
-if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-  # Prefer the CPU wheel on this machine's disk (small, no download); otherwise whatever the
-  # configured indexes offer in the supported range. (No extra index such as PyTorch's own: CI
-  # reaches only the package registries, and pip waits minutes on an unreachable host.)
-  wheel=$(ls /opt/wheels/torch-2.13.0+cpu-cp311-*.whl 2>/dev/null | head -n1 || true)
-  if [[ -n "$wheel" ]]; then
-    log "installing torch from $wheel"
-    "${pip[@]}" install "$wheel"
-  else
-    log "installing torch (>=2.3,<=2.14.1) from the package index"
-    "${pip[@]}" install 'torch>=2.3,<=2.14.1'
+# torch and torchvision come as a pair: a torchvision wheel is built against one torch release and
+# does not import beside another (PyPI's torchvision next to the old 2.13.0 CPU wheel fails). So the
+# check imports both: a venv from before torchvision (torch 2.13.0 alone) is upgraded here too.
+# The pinned pair first (on this machine and CI pip takes both from local disk; it is the CUDA build,
+# ~5.5 GB in the venv, which runs on the CPU); else the newest pair pip finds in the supported ranges.
+# (No extra index such as PyTorch's own: CI reaches only the package registries, and pip waits
+# minutes on an unreachable host.)
+TORCH_PAIR=('torch==2.14.1' 'torchvision==0.29.1')
+TORCH_RANGE=('torch>=2.3,<=2.14.1' 'torchvision>=0.18,<=0.29.1')  # as in pyproject.toml
+torch_ok() { .venv/bin/python -c 'import torch, torchvision' 2>/dev/null; }
+if ! torch_ok; then
+  log "installing ${TORCH_PAIR[*]} (a large download where it is not on disk)"
+  if ! "${pip[@]}" install "${TORCH_PAIR[@]}"; then
+    log "${TORCH_PAIR[*]} not installable here; trying ${TORCH_RANGE[*]} from the package index"
+    "${pip[@]}" install "${TORCH_RANGE[@]}"
   fi
+  if ! torch_ok; then
+    log "torch and torchvision were installed but do not import together:"
+    .venv/bin/python -c 'import torch, torchvision' || true
+    exit 1
+  fi
+  log "torch $(.venv/bin/python -c 'import torch, torchvision; print(torch.__version__, "+ torchvision", torchvision.__version__)')"
 fi
 
 extras="hw"

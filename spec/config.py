@@ -304,6 +304,11 @@ class LearnerConfig(Strict):
     )
     bc_batch_size: int | None = Field(None, ge=1, description="rows of the separate BC demo batch; default demo_rows")
     clf_batch_size: int = Field(256, ge=2, description="negatives and positives per classifier step, each")
+    classifier_augment: Literal["none", "shift", "v2"] = Field(
+        "v2",
+        description="augmentation of the classifiers' pixel training frames: none | shift (the agents' random "
+        "shift) | v2 (torchvision.transforms.v2 crop + colour jitter, per sample); state mode is never augmented",
+    )
     labelled_negative_share: float = Field(
         0.25, ge=0.0, le=1.0,
         description="share of the goal classifier's negative rows drawn from operator not-goal frames, when there are any",
