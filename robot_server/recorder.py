@@ -46,6 +46,7 @@ class Recorder:
     def __init__(self, writer: ReplayWriter, cfg: StoreConfig | None = None) -> None:
         self.writer = writer
         self.stats = RecorderStats()
+        self._count_lock = threading.Lock()  # events_logged is counted by the writer thread and API writes
         self.space = StoreSpace(cfg or StoreConfig(path=writer.path))
         self._pending_events: deque[dict[str, Any]] = deque()
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -78,6 +79,16 @@ class Recorder:
     def log_event(self, event: dict[str, Any]) -> None:
         """An event for the store's own event log, kept whether or not a segment is open."""
         self._queue.put(("log", event))
+
+    def append_event_now(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Write an event to the store's log from the calling thread and return the stored record
+        (with its `seq`): for an operator's write (a label) that answers only once it is durable,
+        without waiting behind the steps queued for the writer thread. The store's writer is
+        thread-safe; raises StoreFullError when the disk cannot take it."""
+        stored = self.writer.append_event(event)
+        with self._count_lock:
+            self.stats.events_logged += 1
+        return stored
 
     def end(self, success: bool | None = None, **attrs: Any) -> None:
         if self._open:
@@ -186,7 +197,8 @@ class Recorder:
                 self.space.mark_full(str(exc), exc.free_bytes)
                 return False
             self._pending_events.popleft()
-            self.stats.events_logged += 1
+            with self._count_lock:
+                self.stats.events_logged += 1
         return True
 
     def _disk_full(self, exc: StoreFullError, failed_step: bool) -> None:

@@ -6,22 +6,17 @@ and the learner reads them from the store to train its goal classifier.
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
-
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from replay.labels import Label, LabelSet
+from replay.store import StoreFullError
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable, store_reader
 from robot_server.api.models import EpisodeLabels, InvalidRequest, LabelAdded, LabelBody, problem
 
 router = APIRouter(prefix="/episodes", tags=["labels"])
 EpisodeId = Path(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-# The recorder's writer thread appends events within milliseconds; a machine busy enough to starve
-# it gets half a minute before the label is reported as not stored.
-STORED_WITHIN_S = 30.0
 
 
 def _episode(request: Request, episode_id: str):
@@ -55,7 +50,7 @@ async def episode_labels(request: Request, episode_id: str = EpisodeId) -> Episo
     responses={
         404: problem("no such episode"),
         422: {"model": InvalidRequest, "description": "a bad frame range, or frames given with a whole-episode verdict"},
-        503: problem("the store did not take the label in time"),
+        503: problem("the store's disk is full: the label was not stored"),
     },
 )
 async def add_label(request: Request, body: LabelBody, episode_id: str = EpisodeId) -> LabelAdded:
@@ -71,17 +66,11 @@ async def add_label(request: Request, body: LabelBody, episode_id: str = Episode
             422,
             f"frames [{label.start}, {label.stop}) lie beyond episode {episode_id!r}'s {ep.length} recorded steps",
         )
-    ref = uuid.uuid4().hex  # finds this very event in the log, whatever else is written meanwhile
-    reader = store_reader(request)
-    since = max((ev["seq"] for ev in reader.events()), default=-1) + 1
-    daemon_of(request).recorder.log_event(label.event() | {"ref": ref})
-    deadline = time.monotonic() + STORED_WITHIN_S
-    while time.monotonic() < deadline:
-        stored = [ev for ev in reader.events(since) if ev.get("ref") == ref]
-        if stored:
-            labels = LabelSet.from_events(reader.events())
-            return LabelAdded.model_validate(
-                jsonable({"label": Label.from_event(stored[0]).to_dict()} | _summary(labels, episode_id))
-            )
-        await asyncio.sleep(0.05)
-    raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the store did not take the label in time; see /status")
+    try:
+        stored = await run_in_threadpool(daemon_of(request).recorder.append_event_now, label.event())
+    except StoreFullError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the label was not stored: {exc}") from None
+    labels = LabelSet.from_events(store_reader(request).events())
+    return LabelAdded.model_validate(
+        jsonable({"label": Label.from_event(stored).to_dict()} | _summary(labels, episode_id))
+    )
