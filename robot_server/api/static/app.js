@@ -15,18 +15,13 @@ function action(id, fn, confirmText) {
 
 // ---------------------------------------------------------------- token
 function initToken() {
-  $("token").value = token();
-  const save = () => {
-    localStorage.setItem(TOKEN_KEY, $("token").value.trim());
-    showMessage("token saved in this browser", false);
+  mountTokenBox(() => {
     connectTelemetry(true);
     // Reads may need the token too (server.protect_reads): retry what failed without it.
     if (!cameraViews.size) initCameras();
     loadEpisodes();
     loadEvalResults();
-  };
-  $("save-token").addEventListener("click", save);
-  $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") save(); });
+  });
 }
 
 // ---------------------------------------------------------------- controls
