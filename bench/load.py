@@ -218,34 +218,6 @@ class Poller(threading.Thread):
                 for r, v in self.latency_ms.items()}
 
 
-def _write_demos(store: Path) -> None:
-    """Two successful demos per direction (random frames, the shapes the sim daemon records), so
-    the learner has classifier positives without minutes of scripted demonstrations."""
-    from replay.store import ReplayWriter
-    from robot_server.daemon import store_meta
-    from sim.task import STATE_DIM
-    from spec.config import load_config
-    from spec.step import ActionSpace, ObsSpec
-
-    cfg = load_config("sim", env={})
-    space = ActionSpace(cfg.action, cfg.workspace)
-    spec = ObsSpec.from_config(cfg, "pixels", STATE_DIM)
-    rng = np.random.default_rng(0)
-    t = time.time() - 60
-    with ReplayWriter.open(store, store_meta(cfg, space, spec), cfg.store.chunk_steps) as w:
-        for direction in ("forward", "backward") * 2:
-            ep = w.begin_episode("demo", direction, {})
-            for _ in range(30):
-                t += 0.1
-                ep.append({**{f"obs/{c.name}": rng.integers(0, 256, (c.height, c.width, 3), np.uint8)
-                              for c in spec.cameras},
-                           "obs/proprio": rng.uniform(-1, 1, spec.proprio_dim).astype(np.float32),
-                           "obs/state": rng.uniform(-1, 1, STATE_DIM).astype(np.float32),
-                           "action": rng.uniform(-1, 1, space.dim).astype(np.float32),
-                           "timestamp": t, "policy_version": -1, "intervention": False})
-            ep.close(success=True)
-
-
 def _learner_overrides(run_dir: Path) -> dict[str, Any]:
     """`make demo`'s learner schedule (robot_server.demo.DEMO_OVERRIDES) as config keys, state mode."""
     from robot_server.demo import DEMO_OVERRIDES
@@ -283,11 +255,12 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     from robot_server.demo import LEARNER_NICENESS, LEARNER_THREADS
     from robot_server.timing import Window
     from tests.daemon_proc import child_environment, start_daemon, stop_daemon
+    from tests.random_demos import write_random_demos
 
     machine = {"cpu_count": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
                "python": sys.version.split()[0]}
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    _write_demos(work / "store.zarr")
+    write_random_demos(work / "store.zarr")  # classifier positives without minutes of scripted demos
     overrides = {"learner": _learner_overrides(work / "learner")}
     if args.realtime_priority:
         overrides["control"] = {"realtime_priority": args.realtime_priority}

@@ -1,6 +1,6 @@
 """The classifier checkpoint: one MEDAL++ classifier (goal or state-matching) as one safetensors file.
 
-Same safety as the policy checkpoint (policies/checkpoint.py): a format tag of its own, the
+Same container and safety as the policy checkpoint (policies/checkpoint_format.py): a format tag of its own, the
 direction, observation spec, network sizes, the views it looks at, a version (the learner's
 classifier step count, above the daemon's active version), and a canonical sha256 of the tensors,
 all in the `__metadata__` header; loading is safetensors parsing only, never unpickling. Tensor
@@ -11,31 +11,22 @@ included: the stored power-iteration vectors are what an eval-mode spectral norm
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from safetensors.torch import save as st_save
 from torch import nn
 from torch.nn.utils import parametrize
 
-from policies.checkpoint import (
-    CheckpointError,
-    check_tensor_shapes,
-    load_tensors,
-    meta_field,
-    payload_sha256,
-    read_metadata,
-)
+from policies import checkpoint_format as fmt
+from policies.checkpoint_format import CheckpointError, check_tensor_shapes, meta_field
 from policies.networks import Classifier, NetworkSizes
-from spec.direction import DIRECTIONS
 from spec.step import ObsSpec
 
 FORMAT = "medalpp-classifier/1"
-_REQUIRED = ("format", "version", "direction", "obs_spec", "network", "cameras", "step", "created_at", "sha256")
+_REQUIRED = (*fmt.COMMON_KEYS, "cameras")
 
 
 @dataclass
@@ -47,21 +38,17 @@ class ClassifierCheckpoint:
     sizes: NetworkSizes
     cameras: list[str]  # the views it looks at (pixels); every view of the spec in state mode
     step: int = 0  # the learner's classifier step count when it was saved
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=fmt.now_iso)
     sha256: str = ""
 
     def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise CheckpointError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if not self.sha256:
-            self.sha256 = payload_sha256(self.tensors)
+        fmt.check_fields(self)
 
     @classmethod
     def from_classifier(
         cls, net: Classifier, direction: str, version: int, obs_spec: ObsSpec, sizes: NetworkSizes, step: int = 0
     ) -> ClassifierCheckpoint:
-        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
-        return cls(tensors, direction, int(version), obs_spec, sizes, list(net.cameras), int(step))
+        return cls(fmt.module_tensors(net), direction, int(version), obs_spec, sizes, list(net.cameras), int(step))
 
     def build_classifier(self) -> Classifier:
         """The classifier with these weights (CPU, eval mode: no power iteration, deterministic)."""
@@ -71,56 +58,22 @@ class ClassifierCheckpoint:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": self.version,
-            "direction": self.direction,
-            "obs_spec": self.obs_spec.to_dict(),
-            "network": self.sizes.to_dict(),
-            "cameras": list(self.cameras),
-            "step": self.step,
-            "created_at": self.created_at,
-            "sha256": self.sha256,
-        }
+        return {**fmt.common_metadata(self, FORMAT), "cameras": list(self.cameras)}
 
     def to_bytes(self) -> bytes:
-        meta = {
-            "format": FORMAT,
-            "version": str(self.version),
-            "direction": self.direction,
-            "obs_spec": self.obs_spec.to_json(),
-            "network": json.dumps(self.sizes.to_dict(), sort_keys=True),
-            "cameras": json.dumps(list(self.cameras)),
-            "step": str(self.step),
-            "created_at": self.created_at,
-            "sha256": self.sha256,
-        }
-        return st_save({k: v.contiguous() for k, v in self.tensors.items()}, metadata=meta)
+        return fmt.to_bytes(self, FORMAT, {"cameras": json.dumps(list(self.cameras))})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ClassifierCheckpoint:
-        meta = read_metadata(data, FORMAT, _REQUIRED, what="classifier")
-        tensors = load_tensors(data)
-        version = meta_field(meta, "version", int)
-        step = meta_field(meta, "step", int)
-        obs_spec = meta_field(meta, "obs_spec", ObsSpec.from_json)
-        sizes = meta_field(meta, "network", lambda s: NetworkSizes.from_dict(json.loads(s)))
+        meta, tensors, h = fmt.read_checkpoint(data, FORMAT, _REQUIRED, what="classifier")
         cameras = meta_field(meta, "cameras", _camera_list)
-        if version < 0:
-            raise CheckpointError(f"version must be >= 0, got {version}")
-        if meta["direction"] not in DIRECTIONS:
-            raise CheckpointError(f"metadata direction must be one of {DIRECTIONS}, got {meta['direction']!r}")
-        actual = payload_sha256(tensors)
-        if actual != meta["sha256"]:
-            raise CheckpointError(f"tensor payload sha256 {actual[:12]}… does not match metadata {meta['sha256'][:12]}…")
         try:
-            expected = dict(_expected_shapes(obs_spec.to_json(), json.dumps(sizes.to_dict(), sort_keys=True),
+            expected = dict(_expected_shapes(h.obs_spec.to_json(), json.dumps(h.sizes.to_dict(), sort_keys=True),
                                              json.dumps(cameras)))
         except (ValueError, RuntimeError) as exc:
             raise CheckpointError(f"cannot build a classifier from the metadata: {exc}") from None
         check_tensor_shapes(tensors, expected)
-        return cls(tensors, meta["direction"], version, obs_spec, sizes, cameras, step, meta["created_at"],
-                   meta["sha256"])
+        return cls(tensors, h.direction, h.version, h.obs_spec, h.sizes, cameras, h.step, h.created_at, h.sha256)
 
 
 class _SpectralNormShapes(nn.Module):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from policies.classifier_checkpoint import ClassifierCheckpoint
+from policies.cpu_inference import prepare_for_inference
 from spec.step import stack_views, vector
 
 BATCH = 64  # frames per forward pass
@@ -20,17 +21,12 @@ BATCH = 64  # frames per forward pass
 
 class ClassifierRunner:
     def __init__(self, checkpoint: ClassifierCheckpoint, num_threads: int | None = 1) -> None:
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
         self.checkpoint = checkpoint
         self.spec = checkpoint.obs_spec
         self.direction = checkpoint.direction
         self.version = checkpoint.version
         self.net = checkpoint.build_classifier()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-        if self.spec.mode == "pixels":  # stored frames are channels last: keep the weights alike
-            self.net.encoder.to(memory_format=torch.channels_last)
+        prepare_for_inference(self.net, self.net.encoder, self.spec, num_threads)
 
     @property
     def keys(self) -> list[str]:

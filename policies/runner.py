@@ -1,8 +1,7 @@
 """CPU inference for the daemon's 100 ms tick.
 
-The daemon process also runs cameras, the store writer and a web server on a small machine, so
-inference uses one intra-op thread by default (`num_threads`); torch's thread pool is process-wide,
-so pass None to leave it alone (e.g. in a learner process).
+Inference uses one intra-op thread by default (`num_threads`; None leaves torch's process-wide
+pool alone): see policies/cpu_inference.py.
 
 An observation reaches the encoder in the cameras' layout: the views stacked channels last
 (spec.step.stack_views, a copy only when there are several), then widened to float once by the
@@ -17,24 +16,19 @@ import numpy as np
 import torch
 
 from policies.checkpoint import PolicyCheckpoint
+from policies.cpu_inference import prepare_for_inference
 from spec.step import ObservationError, policy_input
 
 
 class PolicyRunner:
     def __init__(self, checkpoint: PolicyCheckpoint, num_threads: int | None = 1, seed: int | None = None) -> None:
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
         self.checkpoint = checkpoint
         self.spec = checkpoint.obs_spec
         self.direction = checkpoint.direction
         self.version = checkpoint.version
         self.policy = checkpoint.build_policy()
         self.action_dim = self.policy.actor.action_dim
-        for p in self.policy.parameters():
-            p.requires_grad_(False)
-        # The input is channels-last pixels: keep the convolution weights in the same memory format.
-        if self.spec.mode == "pixels":
-            self.policy.encoder.to(memory_format=torch.channels_last)
+        prepare_for_inference(self.policy, self.policy.encoder, self.spec, num_threads)
         self._gen = torch.Generator()
         self._gen.manual_seed(seed if seed is not None else int.from_bytes(np.random.bytes(4), "little"))
 

@@ -53,19 +53,30 @@ def eval_success(sec: Section, ax: Any) -> None:
     ax.set_xlabel("policy version")
 
 
-def practice(sec: Section, ax: Any) -> None:
-    hours = sec["hours"]
+def _bars_and_count_per_hour(
+    ax: Any, hours: list[dict[str, Any]], bars: tuple[list[float], str, str, str], count: tuple[str, str, str]
+) -> None:
+    """Per clock hour, bars of one figure on the left axis and a count as a line on a right axis:
+    `bars` is (values, colour, legend label, axis label), `count` is (key in each hour, colour, label)."""
     labels = _hour_labels(hours)
-    rate = [h["human_minutes_per_practice_hour"] or 0.0 for h in hours]
-    ax.bar(labels, rate, color="tab:orange", label="human minutes per practice hour")
-    ax.set_ylabel("human min / practice h")
+    values, bar_color, bar_label, ylabel = bars
+    key, line_color, line_label = count
+    ax.bar(labels, values, color=bar_color, label=bar_label)
+    ax.set_ylabel(ylabel)
     twin = ax.twinx()
-    twin.plot(labels, [h["interventions"] for h in hours], "o-", color="tab:blue", label="interventions")
-    twin.set_ylabel("interventions")
+    twin.plot(labels, [h[key] for h in hours], "o-", color=line_color, label=line_label)
+    twin.set_ylabel(line_label)
     twin.set_ylim(bottom=0)
     ax.tick_params(axis="x", rotation=60, labelsize=7)
     ax.legend(loc="upper left", fontsize=8)
     twin.legend(loc="upper right", fontsize=8)
+
+
+def practice(sec: Section, ax: Any) -> None:
+    hours = sec["hours"]
+    rate = [h["human_minutes_per_practice_hour"] or 0.0 for h in hours]
+    _bars_and_count_per_hour(ax, hours, (rate, "tab:orange", "human minutes per practice hour", "human min / practice h"),
+                             ("interventions", "tab:blue", "interventions"))
 
 
 def recoveries(sec: Section, ax: Any) -> None:
@@ -78,16 +89,9 @@ def help_requests(sec: Section, ax: Any) -> None:
 
 def tick_health(sec: Section, ax: Any) -> None:
     hours = sec["hours"]
-    labels = _hour_labels(hours)
-    ax.bar(labels, [h["p99_error_ms"] for h in hours], color="tab:purple", label="p99 period error (ms)")
-    ax.set_ylabel("p99 period error (ms)")
-    twin = ax.twinx()
-    twin.plot(labels, [h["missed_ticks"] for h in hours], "o-", color="tab:red", label="missed ticks")
-    twin.set_ylabel("missed ticks")
-    twin.set_ylim(bottom=0)
-    ax.tick_params(axis="x", rotation=60, labelsize=7)
-    ax.legend(loc="upper left", fontsize=8)
-    twin.legend(loc="upper right", fontsize=8)
+    p99 = [h["p99_error_ms"] for h in hours]
+    _bars_and_count_per_hour(ax, hours, (p99, "tab:purple", "p99 period error (ms)", "p99 period error (ms)"),
+                             ("missed_ticks", "tab:red", "missed ticks"))
 
 
 def checkpoint_swaps(sec: Section, ax: Any) -> None:

@@ -7,22 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[franka-sim %(%H:%M:%S)T] %s\n' -1 "$*"; }
+source scripts/venv_lib.sh
 
 VERSION=1.1.7
 VENV=.venv-franka-sim
 MODEL=$VENV/fr3_offline.xml
 stamp="$VENV/.ready-$VERSION-$(sha256sum scripts/franka_sim_model.py | cut -c1-16)"
-if [[ -f "$stamp" && -f "$MODEL" && -x "$VENV/bin/franka-sim-check" ]]; then
-  log "ready ($VENV, $MODEL)"
-  exit 0
+if [[ -f "$MODEL" && -x "$VENV/bin/franka-sim-check" ]]; then
+  venv_ready_or_exit "$stamp" "$VENV, $MODEL"
 fi
 
-PY=${PYTHON:-python3}
-if [[ ! -x "$VENV/bin/python" ]]; then
-  log "creating $VENV with $($PY --version)"
-  timeout 300 "$PY" -m venv "$VENV"
-fi
-export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=60
+venv_create "$VENV"
 if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('franka-sim') != '$VERSION')" 2>/dev/null; then
   log "installing franka-sim==$VERSION"
   timeout 1200 "$VENV/bin/python" -m pip install -q --retries 3 "franka-sim==$VERSION" </dev/null
@@ -30,6 +25,5 @@ fi
 
 log "building the offline FR3 model"
 timeout 300 "$VENV/bin/python" scripts/franka_sim_model.py "$MODEL" </dev/null
-rm -f "$VENV"/.ready-*
-touch "$stamp"
+venv_mark_ready "$VENV" "$stamp"
 log "ready ($VENV, $MODEL)"

@@ -16,22 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[lerobot %(%H:%M:%S)T] %s\n' -1 "$*"; }
+source scripts/venv_lib.sh
 
 VERSION=0.4.4
 TORCH=(torch==2.14.1 torchvision==0.29.1)
 VENV=.venv-lerobot
 stamp="$VENV/.ready-$VERSION-$(sha256sum "$0" | cut -c1-16)"
-if [[ -f "$stamp" ]]; then
-  log "ready ($VENV, lerobot $VERSION)"
-  exit 0
-fi
-
-PY=${PYTHON:-python3}
-if [[ ! -x "$VENV/bin/python" ]]; then
-  log "creating $VENV with $($PY --version)"
-  timeout 300 "$PY" -m venv "$VENV"
-fi
-export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=60
+venv_ready_or_exit "$stamp" "$VENV, lerobot $VERSION"
+venv_create "$VENV"
 pip=(timeout 2400 "$VENV/bin/python" -m pip install -q --retries 3)
 
 log "installing ${TORCH[*]}"
@@ -54,6 +46,5 @@ EOF
 
 log "checking that lerobot's LeRobotDataset imports"
 timeout 300 "$VENV/bin/python" -c 'from lerobot.datasets.lerobot_dataset import LeRobotDataset' </dev/null
-rm -f "$VENV"/.ready-*
-touch "$stamp"
+venv_mark_ready "$VENV" "$stamp"
 log "ready ($VENV, lerobot $VERSION, $(du -sh "$VENV" | cut -f1))"

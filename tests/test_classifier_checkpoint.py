@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from policies.checkpoint import CheckpointError, PolicyCheckpoint, payload_sha256, read_metadata
+from policies.checkpoint import CheckpointError, PolicyCheckpoint
+from policies.checkpoint_format import payload_sha256, read_metadata
 from policies.classifier_checkpoint import FORMAT, ClassifierCheckpoint
 from policies.classifier_intake import validate_classifier
 from policies.intake import CheckpointRejected

@@ -15,10 +15,7 @@ function action(id, fn, confirmText) {
 
 // ---------------------------------------------------------------- token
 function initToken() {
-  $("token").value = token();
-  const save = () => {
-    localStorage.setItem(TOKEN_KEY, $("token").value.trim());
-    showMessage("token saved in this browser", false);
+  mountTokenBox(() => {
     connectTelemetry(true);
     // Reads need the token too when the server binds beyond loopback (server.read_access): retry
     // what failed without it, and reopen the streams with it.
@@ -26,9 +23,7 @@ function initToken() {
     else initCameras();
     loadEpisodes();
     loadEvalResults();
-  };
-  $("save-token").addEventListener("click", save);
-  $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") save(); });
+  });
 }
 
 // ---------------------------------------------------------------- controls

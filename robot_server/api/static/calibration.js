@@ -16,12 +16,7 @@ function savedNote(r) {
 
 // ---------------------------------------------------------------- token
 function initToken() {
-  $("token").value = token();
-  $("save-token").addEventListener("click", () => {
-    localStorage.setItem(TOKEN_KEY, $("token").value.trim());
-    showMessage("token saved in this browser", false);
-    refreshAll();
-  });
+  mountTokenBox(refreshAll);
 }
 
 // ---------------------------------------------------------------- arm and workspace

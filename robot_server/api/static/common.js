@@ -1,5 +1,6 @@
-// Shared by the operator page (app.js) and the calibration page (calibration.js): the bearer
-// token in localStorage, API calls that show the server's `detail` on failure, and messages.
+// Shared by the operator, calibration and review pages (app.js, calibration.js, review.js): the
+// bearer token in localStorage and its box in the header, API calls that show the server's
+// `detail` on failure, and messages.
 "use strict";
 
 const TOKEN_KEY = "robot-server-token";
@@ -64,4 +65,23 @@ function showMessage(text, isError) {
   clearTimeout(messageTimer);
   // Errors stay until the next message; confirmations fade after a few seconds.
   if (!isError) messageTimer = setTimeout(() => { el.hidden = true; }, 4000);
+}
+
+// Builds the token box every page has in its header (after the title) and calls `onSave` once a
+// token typed there is saved (Save or Enter): the page reloads what needed it.
+function mountTokenBox(onSave) {
+  const box = document.createElement("div");
+  box.className = "token";
+  box.innerHTML = '<label for="token">Token</label>' +
+    '<input id="token" type="password" autocomplete="off" placeholder="server.token" size="18">' +
+    '<button id="save-token" type="button">Save</button>';
+  document.querySelector("header.topbar .title").after(box);
+  $("token").value = token();
+  const save = () => {
+    localStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    showMessage("token saved in this browser", false);
+    onSave();
+  };
+  $("save-token").addEventListener("click", save);
+  $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") save(); });
 }

@@ -29,17 +29,12 @@ const fmtTime = (t) => (typeof t === "number" ? new Date(t * 1000).toLocaleTimeS
 
 // ---------------------------------------------------------------- token and name
 function initToken() {
-  $("token").value = token();
-  const save = () => {
-    localStorage.setItem(TOKEN_KEY, $("token").value.trim());
-    showMessage("token saved in this browser", false);
+  mountTokenBox(() => {
     // Reads may need the token too (server.protect_reads): retry what failed without it.
     loadEpisodes();
     loadClassifiers();
     if (state.ep) selectEpisode(state.ep.episode, true);
-  };
-  $("save-token").addEventListener("click", save);
-  $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") save(); });
+  });
   $("who").value = localStorage.getItem(WHO_KEY) || "";
   $("who").addEventListener("change", () => localStorage.setItem(WHO_KEY, $("who").value.trim()));
 }
