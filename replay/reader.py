@@ -1,7 +1,8 @@
 """Read-only access to a replay store, safe while the writer process appends.
 
 Only committed steps are returned: an episode's `length` attribute is written after its data, so
-any step below it is on disk whole (see writer.py). No lock is taken.
+any step below it is stored whole (see writer.py). No lock is taken. The store may be a directory or
+an `s3://bucket/prefix` (replay/location.py).
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ import copy
 import dataclasses
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.storage import LocalStore
 
 from replay.chunks import ChunkedArray
 from replay.event_log import EventLogReader
+from replay.location import S3Options, StoreLocation, open_location
 from replay.schema import (
     EPISODES,
     STORE_FORMAT,
@@ -29,7 +29,6 @@ from replay.schema import (
     info_from_attrs,
     is_episode_id,
     is_episode_record,
-    read_node_attrs,
 )
 
 # Open zarr array handles kept (a few KB each); enough for every key of dozens of episodes.
@@ -40,15 +39,16 @@ class ReplayReader:
     """Lists and reads episodes. `episodes()` and `read()` always look at the store as it is now;
     `refresh()` re-reads the root metadata (it changes when a writer records a compatible change)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._store = LocalStore(self.path, read_only=True) if self.path.is_dir() else None
+    def __init__(self, path: str | os.PathLike[str] | StoreLocation, s3: S3Options | None = None) -> None:
+        self.location = open_location(path, s3)
+        self.path = self.location.path
+        self._store: Any = None  # opened at the first zarr read
         self._closed: dict[str, EpisodeInfo] = {}  # closed episodes never change
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._direct: dict[tuple[str, str], ChunkedArray | None] = {}  # None: read with zarr
         self._meta: dict[str, Any] = {}
         self._specs: dict[str, ArraySpec] = {}
-        self._event_log = EventLogReader(self.path)
+        self._event_log = EventLogReader(self.location)
         self.refresh()
 
     @property
@@ -61,7 +61,7 @@ class ReplayReader:
         return list(self._specs)
 
     def refresh(self) -> None:
-        attrs = read_node_attrs(self.path)
+        attrs = self.location.attrs()
         if attrs is None or attrs.get("format") != STORE_FORMAT:
             raise StoreError(f"{self.path} is not a replay store (missing or foreign zarr.json)")
         self._meta = attrs
@@ -71,18 +71,14 @@ class ReplayReader:
 
     def episodes(self, include_open: bool = False) -> list[EpisodeInfo]:
         """Episodes sorted by id; open ones (with their committed length) only if asked."""
-        ep_root = self.path / EPISODES
-        try:
-            names = sorted((n for n in os.listdir(ep_root) if is_episode_id(n)), key=int)
-        except FileNotFoundError:
-            names = []
+        names = sorted((n for n in self.location.children(EPISODES) if is_episode_id(n)), key=int)
         for gone in set(self._closed) - set(names):  # discarded since we last looked
             del self._closed[gone]
         out = []
         for name in names:
             info = self._closed.get(name)
             if info is None:
-                attrs = read_node_attrs(ep_root / name)
+                attrs = self.location.attrs(f"{EPISODES}/{name}")
                 if not is_episode_record(attrs):
                     continue  # being created, or deleted under our feet
                 assert attrs is not None
@@ -157,7 +153,7 @@ class ReplayReader:
     def _attrs(self, episode_id: str) -> dict[str, Any]:
         if not isinstance(episode_id, str) or not is_episode_id(episode_id):
             raise KeyError(f"{episode_id!r} is not an episode id (expected digits like '000042')")
-        attrs = read_node_attrs(self.path / EPISODES / episode_id)
+        attrs = self.location.attrs(f"{EPISODES}/{episode_id}")
         if not is_episode_record(attrs):
             raise KeyError(f"no episode {episode_id} in {self.path}")
         assert attrs is not None
@@ -169,10 +165,12 @@ class ReplayReader:
 
     def _slice(self, episode_id: str, key: str, start: int, stop: int) -> np.ndarray:
         """Steps [start, stop) of one array: from its chunk files if replay.chunks reads its layout
-        (a chunk's layout never changes as the array grows, so the handle is kept), else via zarr."""
+        (a chunk's layout never changes as the array grows, so the handle is kept), else via zarr
+        (always for an object store: there zarr's concurrent GETs win)."""
         k = (episode_id, key)
         if k not in self._direct:
-            self._direct[k] = ChunkedArray.open(self.path / EPISODES / episode_id / key)
+            local = self.location.root if self.location.is_local else None  # type: ignore[attr-defined]
+            self._direct[k] = None if local is None else ChunkedArray.open(local / EPISODES / episode_id / key)
             while len(self._direct) > ARRAY_CACHE:
                 del self._direct[next(iter(self._direct))]
         direct = self._direct[k]
@@ -183,6 +181,8 @@ class ReplayReader:
     def _array(self, episode_id: str, key: str, need: int) -> zarr.Array:
         arr = self._arrays.pop((episode_id, key), None)
         if arr is None or arr.shape[0] < need:  # handle opened before the writer grew the array
+            if self._store is None:
+                self._store = self.location.zarr_store(read_only=True)
             arr = zarr.open_array(store=self._store, path=f"{EPISODES}/{episode_id}/{key}", mode="r")
         self._arrays[(episode_id, key)] = arr  # most recently used last
         while len(self._arrays) > ARRAY_CACHE:
@@ -193,16 +193,16 @@ class ReplayReader:
         """Run a read; fail loudly if the episode was deleted meanwhile.
 
         zarr returns the fill value (zeros) for a missing chunk, so a read racing a discard could
-        otherwise hand back zeros as if they were data. Deletion renames the directory first, so
-        checking it still exists after the read is enough.
+        otherwise hand back zeros as if they were data. Deletion renames the directory (on an object
+        store: removes the record) first, so checking it is still the same node after the read is enough.
         """
-        ep_dir = self.path / EPISODES / episode_id
+        rel = f"{EPISODES}/{episode_id}"
+        before = self.location.identity(rel)
         try:
-            before = ep_dir.stat().st_ino
-            out = fn()
-            after = ep_dir.stat().st_ino
+            out = fn() if before is not None else None
         except FileNotFoundError:
-            before, after, out = None, None, None
+            out = None
+        after = self.location.identity(rel)
         if out is None or before != after:
             self._closed.pop(episode_id, None)
             self._arrays = {k: v for k, v in self._arrays.items() if k[0] != episode_id}

@@ -2,8 +2,9 @@
 
 Commit protocol (see DESIGN.md "The replay store"): for every write the arrays are resized and the
 data written first; only then is the episode group's `length` attribute advanced. Readers trust
-`length` alone. Every file write is atomic (atomic.AtomicLocalStore), so a kill -9 at any instant
-leaves the committed prefix whole, and `repair.repair_store` trims the rest on the next start.
+`length` alone. Every key write is atomic (atomic.AtomicLocalStore on disk, a PUT on an object
+store: replay/location.py), so a kill -9 at any instant leaves the committed prefix whole, and
+`repair.repair_store` trims the rest on the next start.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +23,9 @@ from zarr.codecs import BloscCodec
 from zarr.core.array import AsyncArray
 from zarr.core.sync import sync as zarr_sync
 
-from replay.atomic import AtomicLocalStore, remove_tree
 from replay.compat import compare_meta
 from replay.event_log import EventLogWriter
+from replay.location import S3Options, StoreLocation, open_location
 from replay.lock import WriterLock
 from replay.repair import repair_store
 from replay.schema import (
@@ -43,11 +43,10 @@ from replay.schema import (
     info_from_attrs,
     is_episode_id,
     jsonable,
-    read_node_attrs,
 )
 from replay.step import StepValidator
 from spec.direction import DIRECTIONS
-from spec.files import PARTIAL_SUFFIX, fsync_dir, fsync_file, fsync_tree
+from spec.files import PARTIAL_SUFFIX
 
 # Low-dimensional arrays are tiny; a chunk of this many image chunks keeps the file count down.
 # Their partial chunks are rewritten (read-modify-write) at each commit, which costs microseconds.
@@ -66,18 +65,20 @@ def _free_attrs(attrs: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
 
 
 class ReplayWriter:
-    """Exclusive writer of one store directory. Use `ReplayWriter.open(...)`; thread-safe."""
+    """Exclusive writer of one store (a directory or an object-store prefix). Use `ReplayWriter.open(...)`;
+    thread-safe."""
 
     def __init__(
         self,
-        root: Path,
-        store: AtomicLocalStore,
-        lock: WriterLock,
+        location: StoreLocation,
+        store: Any,
+        lock: Any,
         root_group: zarr.Group,
         chunk_steps: int,
         repairs: list[str],
     ) -> None:
-        self.path = root
+        self.location = location
+        self.path = location.path
         self.chunk_steps = chunk_steps
         self.repairs = repairs  # what was repaired at open, for the log
         self._store = store
@@ -88,25 +89,32 @@ class ReplayWriter:
         self._episodes = zarr.open_group(store=store, path=EPISODES, mode="r+")
         self._mutex = threading.RLock()
         self._current: EpisodeWriter | None = None
-        self._event_log = EventLogWriter(store, root)
-        existing = [int(p.name) for p in (root / EPISODES).iterdir() if is_episode_id(p.name)]
+        self._event_log = EventLogWriter(store, location)
+        existing = [int(n) for n in location.children(EPISODES) if is_episode_id(n)]
         self._next = max([int(self._attrs.get("next_episode", 0)), *[n + 1 for n in existing]])
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], meta: StoreMeta, chunk_steps: int = 16) -> ReplayWriter:
-        """Create or open the store at `path`, take the writer lock and repair a killed writer's leftovers."""
+    def open(
+        cls,
+        path: str | os.PathLike[str] | StoreLocation,
+        meta: StoreMeta,
+        chunk_steps: int = 16,
+        s3: S3Options | None = None,
+    ) -> ReplayWriter:
+        """Create or open the store at `path` (a directory, `s3://bucket/prefix` reached with `s3`, or a
+        StoreLocation), take the writer lock and repair a killed writer's leftovers."""
         if not isinstance(meta, StoreMeta):
             raise TypeError(f"meta must be a StoreMeta, got {type(meta).__name__}")
         if not isinstance(chunk_steps, int) or isinstance(chunk_steps, bool) or chunk_steps < 1:
             raise ValueError(f"chunk_steps must be a positive int, got {chunk_steps!r}")
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(root)
+        location = open_location(path, s3)
+        location.prepare()
+        lock = location.writer_lock()
         try:
-            store = AtomicLocalStore(root)
-            root_group = _open_root(store, root, meta)
-            repairs = repair_store(store, root)
-            return cls(root, store, lock, root_group, chunk_steps, repairs)
+            store = location.zarr_store(read_only=False)
+            root_group = _open_root(store, location, meta)
+            repairs = repair_store(store, location)
+            return cls(location, store, lock, root_group, chunk_steps, repairs)
         except BaseException:
             lock.release()
             raise
@@ -217,7 +225,8 @@ class EpisodeWriter:
         self._owner = owner
         self._mutex = owner._mutex
         self._group = group
-        self._dir = owner.path / EPISODES / ep_id
+        self._location = owner.location
+        self._rel = f"{EPISODES}/{ep_id}"
         self._arrays = arrays
         self._specs = specs
         self._attrs = attrs
@@ -305,7 +314,7 @@ class EpisodeWriter:
         with self._mutex:
             self._check_open()
             if self.length == 0:
-                remove_tree(self._dir)
+                self._location.remove_tree(self._rel)
                 self._state = "deleted"
                 self._owner._episode_done(self)
                 info = info_from_attrs(self.id, {**self._attrs, **free, "closed": True, "deleted": True})
@@ -317,14 +326,13 @@ class EpisodeWriter:
             try:
                 self._write_data()
                 self._trim_arrays()
-                fsync_tree(self._dir)  # data is durable before the marker says "closed"
+                self._location.make_durable(self._rel, tree=True)  # data is durable before the marker says "closed"
                 self._commit(final)
             except OSError as e:
                 raise StoreError(f"closing episode {self.id} failed ({e}); it stays open, retry close") from e
             self._state = "closed"
             self._owner._episode_done(self)
-            fsync_file(self._dir / "zarr.json")
-            fsync_dir(self._dir)
+            self._location.make_durable(self._rel)
             return info_from_attrs(self.id, self._attrs)
 
     def discard(self) -> None:
@@ -333,7 +341,7 @@ class EpisodeWriter:
             if self._state in ("deleted", "discarded"):
                 raise StoreError(f"episode {self.id} was already deleted")
             self._owner._check_open()  # only the lock holder changes the store
-            remove_tree(self._dir)
+            self._location.remove_tree(self._rel)
             self._state = "discarded"
             self._owner._episode_done(self)
 
@@ -418,12 +426,14 @@ def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: i
     )
 
 
-def _open_root(store: AtomicLocalStore, root: Path, meta: StoreMeta) -> zarr.Group:
+def _open_root(store: Any, location: StoreLocation, meta: StoreMeta) -> zarr.Group:
     """Create the root group, or check `meta` against it and record compatible changes."""
     new = meta.to_attrs()
-    existing = read_node_attrs(root)
+    existing = location.attrs()
+    root = location.path
     if existing is None:
-        others = sorted(p.name for p in root.iterdir() if not p.name.endswith(PARTIAL_SUFFIX))
+        ours = (PARTIAL_SUFFIX, "writer-lock.json")  # temp files; the object store's lock object
+        others = sorted(n for n in location.children() if not n.endswith(ours))
         if others:
             raise StoreError(f"{root} is not a replay store (no zarr.json) but holds {others[:5]}; refusing to write")
         attrs = {
@@ -455,8 +465,7 @@ def _open_root(store: AtomicLocalStore, root: Path, meta: StoreMeta) -> zarr.Gro
             history = [*existing.get("meta_history", []), {"revision": revision, "at": time.time(), "changes": changes}]
             attrs.update(new, meta_revision=revision, meta_history=history)
         group.attrs.put(attrs)
-    if read_node_attrs(root / EPISODES) is None:
+    if location.attrs(EPISODES) is None:
         zarr.create_group(store=store, path=EPISODES)
-    fsync_file(root / "zarr.json")
-    fsync_dir(root)
+    location.make_durable("")
     return group
