@@ -76,6 +76,10 @@ class StoreLocation(ABC):
     def read_bytes(self, key: str) -> bytes | None:
         """One key's bytes, None if it does not exist."""
 
+    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        """Several keys' bytes (None for a missing one); an object store fetches them concurrently."""
+        return {k: self.read_bytes(k) for k in keys}
+
     def attrs(self, rel: str = "") -> dict[str, Any] | None:
         """The attributes in node `rel`'s zarr.json, None if it is missing or not a zarr document."""
         return _doc_attrs(self.read_bytes(_join(rel, "zarr.json")))
@@ -197,7 +201,9 @@ class S3Options:
     lock_lease_s: float = DEFAULT_LEASE_S
 
     def storage_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"use_listings_cache": False}  # a reader must see new episodes at once
+        # A reader must see new episodes at once: no listings cache. Objects here are small, so one
+        # GET each (s3fs's default first asks the size with a HEAD, to split big objects up).
+        opts: dict[str, Any] = {"use_listings_cache": False, "max_concurrency": 1}
         if self.endpoint_url:
             opts["endpoint_url"] = self.endpoint_url
         if self.region:
@@ -241,10 +247,22 @@ class S3Location(StoreLocation):
         return FsspecStore.from_url(self.url, storage_options=self.options.storage_options(), read_only=read_only)
 
     def read_bytes(self, key: str) -> bytes | None:
-        try:
-            return bytes(self.fs.cat_file(self._full(key)))
-        except FileNotFoundError:
-            return None
+        return self.read_many([key])[key]
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        if not keys:
+            return {}
+        paths = [self._full(k) for k in keys]
+        got = self.fs.cat(paths, on_error="return")  # concurrent GETs; errors come back as values
+        out: dict[str, bytes | None] = {}
+        for key, path in zip(keys, paths, strict=True):
+            value = got.get(path)
+            if isinstance(value, FileNotFoundError):
+                value = None
+            elif isinstance(value, BaseException):
+                raise value
+            out[key] = None if value is None else bytes(value)
+        return out
 
     def children(self, rel: str = "") -> list[str]:
         try:

@@ -117,7 +117,7 @@ class ReplayReader:
         start = min(int(start), stop)
         if start == stop:
             return {k: np.empty((0, *self._specs[k].shape), self._specs[k].dtype) for k in keys}
-        return self._guarded(episode_id, lambda: {k: self._slice(episode_id, k, start, stop) for k in keys})
+        return self._guarded(episode_id, lambda: self._read_range(episode_id, keys, start, stop))
 
     def read_steps(
         self, episode_id: str, indices: Sequence[int] | np.ndarray, keys: Sequence[str] | None = None
@@ -163,20 +163,46 @@ class ReplayReader:
         info = self._closed.get(episode_id)
         return info.length if info is not None else int(self._attrs(episode_id)["length"])
 
-    def _slice(self, episode_id: str, key: str, start: int, stop: int) -> np.ndarray:
-        """Steps [start, stop) of one array: from its chunk files if replay.chunks reads its layout
-        (a chunk's layout never changes as the array grows, so the handle is kept), else via zarr
-        (always for an object store: there zarr's concurrent GETs win)."""
-        k = (episode_id, key)
-        if k not in self._direct:
-            local = self.location.root if self.location.is_local else None  # type: ignore[attr-defined]
-            self._direct[k] = None if local is None else ChunkedArray.open(local / EPISODES / episode_id / key)
+    def _read_range(self, episode_id: str, keys: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """Steps [start, stop) of `keys`: from their chunks if replay.chunks reads the layout (a chunk's
+        layout never changes as the array grows, so the handle is kept), else via zarr. On an object
+        store all keys' chunks are fetched in one concurrent round."""
+        direct = self._direct_arrays(episode_id, keys)
+        rel = f"{EPISODES}/{episode_id}"
+        if self.location.is_local:
+            raws: dict[str, bytes | None] = {}
+        else:
+            wanted = [f"{rel}/{k}/{c}" for k, arr in direct.items() if arr is not None for c in arr.chunk_keys(start, stop)]
+            raws = self.location.read_many(wanted)
+        out = {}
+        for k in keys:
+            arr = direct[k]
+            if arr is None:
+                out[k] = self._array(episode_id, k, stop)[start:stop]
+            elif self.location.is_local:
+                out[k] = arr.read(start, stop)
+            else:
+                out[k] = arr.assemble(start, stop, {c: raws[f"{rel}/{k}/{c}"] for c in arr.chunk_keys(start, stop)})
+        return out
+
+    def _direct_arrays(self, episode_id: str, keys: list[str]) -> dict[str, ChunkedArray | None]:
+        missing = [k for k in keys if (episode_id, k) not in self._direct]
+        if missing:
+            rel = f"{EPISODES}/{episode_id}"
+            if self.location.is_local:
+                root = self.location.root  # type: ignore[attr-defined]
+                opened = {k: ChunkedArray.open(root / rel / k) for k in missing}
+            else:
+                docs = self.location.read_many([f"{rel}/{k}/zarr.json" for k in missing])
+                if any(docs[f"{rel}/{k}/zarr.json"] is None for k in missing):
+                    raise FileNotFoundError(f"{self.path}: an array of episode {episode_id} is missing")
+                opened = {k: ChunkedArray.from_document(f"{self.path}/{rel}/{k}", docs[f"{rel}/{k}/zarr.json"])
+                          for k in missing}
+            for k, arr in opened.items():
+                self._direct[(episode_id, k)] = arr
             while len(self._direct) > ARRAY_CACHE:
                 del self._direct[next(iter(self._direct))]
-        direct = self._direct[k]
-        if direct is not None:
-            return direct.read(start, stop)
-        return self._array(episode_id, key, stop)[start:stop]
+        return {k: self._direct.get((episode_id, k)) for k in keys}
 
     def _array(self, episode_id: str, key: str, need: int) -> zarr.Array:
         arr = self._arrays.pop((episode_id, key), None)

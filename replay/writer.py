@@ -21,7 +21,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.array import AsyncArray
+from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync as zarr_sync
+from zarr.storage import MemoryStore, StorePath
 
 from replay.compat import compare_meta
 from replay.event_log import EventLogWriter
@@ -86,7 +88,6 @@ class ReplayWriter:
         self._root = root_group
         self._attrs = dict(root_group.attrs.asdict())
         self._specs = array_specs(self._attrs)
-        self._episodes = zarr.open_group(store=store, path=EPISODES, mode="r+")
         self._mutex = threading.RLock()
         self._current: EpisodeWriter | None = None
         self._event_log = EventLogWriter(store, location)
@@ -161,13 +162,7 @@ class ReplayWriter:
                 "uid": uuid.uuid4().hex,
                 "writer_pid": os.getpid(),
             }
-            # The group's attrs are its first file: from here on repair knows this directory is ours.
-            group = self._episodes.create_group(ep_id, attributes=ep_attrs)
-            obs = group.create_group("obs")
-            arrays = {}
-            for key, spec in self._specs.items():
-                parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
-                arrays[key] = _create_array(parent, name, spec, self.chunk_steps)
+            group, arrays = _create_episode(self._store, f"{EPISODES}/{ep_id}", ep_attrs, self._specs, self.chunk_steps)
             self._current = EpisodeWriter(self, ep_id, group, arrays, self._specs, ep_attrs, self.chunk_steps)
             return self._current
 
@@ -236,6 +231,10 @@ class EpisodeWriter:
         # The buffer always starts at a chunk boundary: steps already written by a partial flush stay
         # in it, so the next write covers the whole chunk instead of re-reading it from disk.
         self._buf = {k: np.zeros((chunk_steps, *s.shape), dtype=s.dtype) for k, s in specs.items()}
+        # Low-dim arrays have chunks of `_grow` steps: their current chunk is kept whole in RAM too, so
+        # every write is of whole chunks and zarr never reads a chunk back to merge into it (on an
+        # object store that read is a listing and a GET per array per commit).
+        self._low = {k: np.zeros((self._grow, *s.shape), dtype=s.dtype) for k, s in specs.items() if not s.is_image}
         self._chunk_start = 0
         self._fill = 0
         self._committed = 0
@@ -372,10 +371,23 @@ class EpisodeWriter:
         # cut to the exact length at close; readers go by `length`, never by array shapes.
         capacity = -(-end // self._grow) * self._grow
 
+        writes = {}
+        for key, buf in self._buf.items():
+            buf[fill:] = 0  # the unwritten tail of a chunk holds the fill value, as zarr would store it
+            if key in self._low:
+                low_start = start // self._grow * self._grow
+                low = self._low[key]
+                low[start - low_start : end - low_start] = buf[:fill]
+                low[end - low_start :] = 0
+                writes[key] = (low_start, low)
+            else:
+                writes[key] = (start, buf)
+
         async def write_one(key: str, arr: AsyncArray[Any]) -> None:
             if arr.shape[0] < end:
                 await arr.resize((capacity, *arr.shape[1:]))
-            await arr.setitem(slice(start, end), self._buf[key][:fill])
+            at, data = writes[key]
+            await arr.setitem(slice(at, at + len(data)), data)  # whole chunks: capacity is a multiple of both
 
         async def write_all() -> None:
             await asyncio.gather(*(write_one(k, a.async_array) for k, a in self._arrays.items()))
@@ -389,7 +401,9 @@ class EpisodeWriter:
 
         async def trim_all() -> None:
             arrays = [a.async_array for a in self._arrays.values() if a.shape[0] != end]
-            await asyncio.gather(*(a.resize((end, *a.shape[1:])) for a in arrays))
+            # Nothing was written past `end`'s chunk, so there are no chunks to delete (on an object store
+            # zarr would otherwise send a delete per chunk slot of the grown-ahead capacity).
+            await asyncio.gather(*(a.resize((end, *a.shape[1:]), delete_outside_chunks=False) for a in arrays))
 
         zarr_sync(trim_all())
 
@@ -401,6 +415,39 @@ class EpisodeWriter:
         self._attrs = attrs
         self._committed = end
         self._attrs_dirty = False
+
+
+def _create_episode(
+    store: Any, rel: str, attrs: dict[str, Any], specs: dict[str, ArraySpec], chunk_steps: int
+) -> tuple[zarr.Group, dict[str, zarr.Array]]:
+    """Write a new episode's group and empty arrays under `rel`; the group and arrays bound to `store`.
+
+    The metadata documents are made in memory and written in two rounds (the group's record, then
+    every array's document at once) instead of zarr's create calls, which check each parent with a
+    read per level (over a hundred requests per episode on an object store).
+    """
+    docs: dict[str, Any] = {}
+    mem = MemoryStore(docs)
+    group = zarr.create_group(store=mem, attributes=attrs)
+    obs = group.create_group("obs")
+    made = {}
+    for key, spec in specs.items():
+        parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
+        made[key] = _create_array(parent, name, spec, chunk_steps)
+
+    async def write_all() -> None:
+        # The group's record is its first key: from here on repair knows this node is ours.
+        await store.set(f"{rel}/zarr.json", docs["zarr.json"])
+        await asyncio.gather(*(store.set(f"{rel}/{k}", v) for k, v in docs.items() if k != "zarr.json"))
+
+    zarr_sync(write_all())
+    bound = zarr.Group(AsyncGroup(metadata=group.metadata, store_path=StorePath(store, rel)))
+    arrays = {
+        key: zarr.Array(AsyncArray(metadata=a.metadata, store_path=StorePath(store, f"{rel}/{key}"),
+                                   config=a.async_array.config))
+        for key, a in made.items()
+    }
+    return bound, arrays
 
 
 def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: int) -> zarr.Array:
