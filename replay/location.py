@@ -84,6 +84,11 @@ class StoreLocation(ABC):
         """The attributes in node `rel`'s zarr.json, None if it is missing or not a zarr document."""
         return _doc_attrs(self.read_bytes(_join(rel, "zarr.json")))
 
+    def attrs_many(self, rels: list[str]) -> dict[str, dict[str, Any] | None]:
+        """`attrs` of several nodes, read in one round."""
+        raw = self.read_many([_join(rel, "zarr.json") for rel in rels])
+        return {rel: _doc_attrs(raw[_join(rel, "zarr.json")]) for rel in rels}
+
     @abstractmethod
     def children(self, rel: str = "") -> list[str]:
         """Names directly under `rel` (sub-groups, arrays and keys)."""

@@ -74,11 +74,14 @@ class ReplayReader:
         names = sorted((n for n in self.location.children(EPISODES) if is_episode_id(n)), key=int)
         for gone in set(self._closed) - set(names):  # discarded since we last looked
             del self._closed[gone]
+        # Records not cached yet (open episodes, new ones) are read in one round: concurrent GETs on an
+        # object store, where one at a time a long store's first listing would take minutes.
+        fresh = self.location.attrs_many([f"{EPISODES}/{n}" for n in names if n not in self._closed])
         out = []
         for name in names:
             info = self._closed.get(name)
             if info is None:
-                attrs = self.location.attrs(f"{EPISODES}/{name}")
+                attrs = fresh[f"{EPISODES}/{name}"]
                 if not is_episode_record(attrs):
                     continue  # being created, or deleted under our feet
                 assert attrs is not None

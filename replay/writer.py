@@ -433,7 +433,8 @@ def _create_episode(
     made = {}
     for key, spec in specs.items():
         parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
-        made[key] = _create_array(parent, name, spec, chunk_steps)
+        # Made as long as the first growth step (readers go by `length`): no resize at the first commit.
+        made[key] = _create_array(parent, name, spec, chunk_steps, chunk_steps * LOWDIM_CHUNK_FACTOR)
 
     async def write_all() -> None:
         # The group's record is its first key: from here on repair knows this node is ours.
@@ -450,7 +451,7 @@ def _create_episode(
     return bound, arrays
 
 
-def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: int) -> zarr.Array:
+def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: int, steps: int) -> zarr.Array:
     if spec.is_image:
         chunks = (chunk_steps, *spec.shape)
         codec = BloscCodec(**_IMAGE_CODEC)
@@ -461,7 +462,7 @@ def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: i
         dims = ("step", *(f"d{i}" for i in range(len(spec.shape))))
     return parent.create_array(
         name,
-        shape=(0, *spec.shape),
+        shape=(steps, *spec.shape),
         chunks=chunks,
         dtype=spec.dtype,
         compressors=[codec],

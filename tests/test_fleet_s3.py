@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ from tests.s3_server import s3_server
 from tests.test_process_faults import OVERRIDES, START_S, _write_demos
 
 BUCKET = "fleet"
+# Every commit is a PUT per array plus the record, and moto's server on a loaded 2-core box answers
+# a few dozen requests a second (bench/s3_store.py): 80-step phases committed every 40 steps keep two
+# robots' writes well below that, so the learner's reads are not queued behind them.
+CHUNK_STEPS = 40
+SESSION = OVERRIDES["session"] | {"phase_steps": 80}
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -53,14 +59,23 @@ def test_two_robots_on_s3_one_learner_one_daemon_killed_and_restarted(tmp_path: 
         for k, v in s3.env().items():
             monkeypatch.setenv(k, v)
         urls = {name: f"s3://{BUCKET}/{name}" for name in ("robot-a", "robot-b")}
-        daemons = {}
+        daemons: dict = {}
         try:
-            for name, url in urls.items():
+            for url in urls.values():
                 _write_demos(url)  # successful demos, so the classifiers have positives
-                store = {"path": url, "endpoint_url": s3.endpoint_url, "lock_lease_s": 6.0}
-                daemons[name] = start_daemon(tmp_path / name, overrides=OVERRIDES | {"store": store},
-                                             env=s3.env(), timeout=START_S)
-                _practise(daemons[name])
+
+            def start(name: str):
+                store = {"path": urls[name], "endpoint_url": s3.endpoint_url, "lock_lease_s": 6.0,
+                         "chunk_steps": CHUNK_STEPS}
+                return start_daemon(tmp_path / name, overrides=OVERRIDES | {"store": store, "session": SESSION},
+                                    env=s3.env(), timeout=START_S)
+
+            with ThreadPoolExecutor(2) as pool:  # both start at once: a sim daemon takes a minute here
+                futures = {name: pool.submit(start, name) for name in urls}
+                for name, f in futures.items():
+                    daemons[name] = f.result()
+            for d in daemons.values():
+                _practise(d)
             cfg = yaml.safe_load(daemons["robot-a"].config_path.read_text())
             cfg["learner"]["run_dir"] = str(tmp_path / "learner")
             cfg["learner"]["robots"] = [
