@@ -79,7 +79,7 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (default learner.device)")] = None,
     max_updates: Annotated[int | None, typer.Option(min=1, help="stop after this many agent updates")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="TensorBoard logs and training state")] = None,
-    store: Annotated[Path | None, typer.Option(help="replay store; default store.path")] = None,
+    store: Annotated[str | None, typer.Option(help="replay store (a directory or s3://bucket/prefix); default store.path")] = None,
     token: Annotated[
         str | None, typer.Option(envvar="LEARNER_TOKEN", help="bearer token; default server.token")
     ] = None,
@@ -151,8 +151,8 @@ def run(
         trainer.save()
         if group is not None and code == 0:
             group.barrier()  # the job ends once rank 0's final save is written
-        if trainer.pusher is not None:
-            trainer.pusher.wait_idle(2.0)
+        for pusher in trainer.pushers.values():
+            pusher.wait_idle(2.0)
         trainer.close()
         if group is not None:
             group.close()

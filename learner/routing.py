@@ -103,7 +103,8 @@ class Router:
         d = chunk.info.direction
         version = np.asarray(chunk.data["policy_version"])
         intervention = np.asarray(chunk.data["intervention"], bool)
-        key = chunk.info.id
+        # Episode ids repeat across a fleet's stores: a segment is (robot, id).
+        key = (chunk.robot, chunk.info.id) if chunk.robot else chunk.info.id
         if not chunk.light:
             main, proprio, action = self._arrays(chunk.data)
             self.buffers.online[d].append(key, chunk.start, main, proprio, action)
@@ -135,7 +136,7 @@ class Router:
             log.info("demo %s (%s) not marked successful: not used", info.id, info.direction)
             return
         main, proprio, action = self._arrays(chunk.data)
-        key = ("demo", info.id)
+        key = ("demo", chunk.robot, info.id) if chunk.robot else ("demo", info.id)
         targets = [info.direction]
         if info.direction == "forward" and self.settings.backward_demos_from_both:
             targets.append("backward")

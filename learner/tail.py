@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from replay.location import StoreLocation, open_location
 from replay.store import EpisodeInfo, ReplayReader, StoreError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class Chunk:
     data: dict[str, np.ndarray]
     closed: bool  # the episode is closed and this chunk reaches its end
     light: bool = False  # only the small per-step arrays were read (data the buffers would not keep)
+    robot: str = ""  # which robot's store it came from (a fleet learner's; "" for the one robot)
 
     def __len__(self) -> int:
         return len(self.data["policy_version"]) if "policy_version" in self.data else 0
@@ -52,9 +54,16 @@ class StoreTail:
     keeps a restart on a long-running store from decoding every image ever recorded."""
 
     def __init__(
-        self, path: str | Path, keys: Sequence[str], include_open: bool = True, keep: int | None = None
+        self,
+        path: str | Path | StoreLocation,
+        keys: Sequence[str],
+        include_open: bool = True,
+        keep: int | None = None,
+        robot: str = "",
     ) -> None:
-        self.path = Path(path)
+        self.location = open_location(path)
+        self.path = self.location.path
+        self.robot = robot
         self.keys = list(keys)
         self.include_open = include_open
         self.keep = keep
@@ -65,9 +74,9 @@ class StoreTail:
         self.vanished: set[str] = set()
 
     def _open(self) -> ReplayReader | None:
-        if self.reader is None and (self.path / "zarr.json").is_file():
+        if self.reader is None and self.location.attrs() is not None:
             try:
-                self.reader = ReplayReader(self.path)
+                self.reader = ReplayReader(self.location)
             except StoreError as exc:
                 log.warning("store %s not readable yet: %s", self.path, exc)
                 return None
@@ -130,7 +139,8 @@ class StoreTail:
                 log.warning("episode %s: %s", info.id, exc)
                 continue
             got = len(next(iter(data.values()))) if data else 0
-            out.append(Chunk(info, r.start, data, closed=info.closed and r.start + got >= info.length, light=r.light))
+            out.append(Chunk(info, r.start, data, closed=info.closed and r.start + got >= info.length, light=r.light,
+                             robot=self.robot))
             self.consumed[info.id] = r.start + got
             if info.closed and self.consumed[info.id] >= info.length:
                 self.finished.add(info.id)

@@ -39,12 +39,13 @@ from learner.agent import Agent
 from learner.classifier import ClassifierLearner
 from learner.core import LearningCore
 from learner.distributed import Group
+from learner.fleet import RobotLink, robot_links
 from learner.push import Pusher
 from learner.routing import Buffers, Router
 from learner.schedule import Accounts
 from learner.settings import Settings
 from learner.state import StateError, latest, load_state, save_state
-from learner.tail import Chunk, StoreTail
+from learner.tail import Read, StoreTail
 from replay.eval_results import success_by_version
 from replay.store import StoreError, StoreMeta
 from spec.config import Config
@@ -93,10 +94,12 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist
         self.settings = Settings.from_config(cfg, mode)
-        self.store_path = Path(store_path or cfg.store.path)
+        self.links: list[RobotLink] = robot_links(cfg, store_path, server, token)
+        self.store_path = self.links[0].location.path if len(self.links) == 1 else ", ".join(
+            f"{link.name}={link.location}" for link in self.links)
         self.run_dir = Path(run_dir or cfg.learner.run_dir)
         self.device = resolve_device(device or cfg.learner.device)
-        self.server = server or f"http://{cfg.server.host}:{cfg.server.port}"
+        self.server = ", ".join(link.server for link in self.links)
         self.action_spec: dict[str, Any] = {}  # read from the store at setup()
         base_seed = cfg.session.seed if seed is None else seed
         # Each rank samples its own batches; rank 0 draws what a single process would. (The
@@ -104,7 +107,6 @@ class Trainer:
         self.rng = np.random.default_rng(base_seed if dist is None or dist.is_main else [base_seed, dist.rank])
         torch.manual_seed(int(self.rng.integers(2**31)))
         self._transport = transport
-        self._token = token or cfg.server.token
         self._tensorboard = tensorboard and self.is_main
         self._last_eval_scan = -math.inf
         self._last_label_scan = -math.inf
@@ -113,13 +115,26 @@ class Trainer:
         self.ready = False
         self.spec: ObsSpec | None = None
         self.core: LearningCore | None = None
-        self.pusher: Pusher | None = None
+        self.pushers: dict[str, Pusher] = {}  # robot name -> its pusher
+        self.robot_steps: dict[str, int] = {link.name: 0 for link in self.links}  # steps ingested per robot
+        self._excluded: dict[str, str] = {}  # robot -> why its store is not used
         self.writer: Any = None
         self.last_metrics: dict[str, float] = {}
         self.saves = 0
         self._last_poll = -math.inf
         self._last_save_updates = 0
-        self.tail = StoreTail(self.store_path, [], include_open=self.settings.tail_open)
+        self.tails = {link.name: StoreTail(link.location, [], include_open=self.settings.tail_open, robot=link.name)
+                      for link in self.links}
+
+    @property
+    def tail(self) -> StoreTail:
+        """The first robot's tail (operator labels and eval verdicts are read from it)."""
+        return self.tails[self.links[0].name]
+
+    @property
+    def pusher(self) -> Pusher | None:
+        """The first robot's pusher (the only one of a one-robot learner)."""
+        return self.pushers.get(self.links[0].name)
 
     @property
     def is_main(self) -> bool:
@@ -153,25 +168,31 @@ class Trainer:
     def setup(self) -> bool:
         if self.ready:
             return True
-        found = self._store_found() if self.is_main else False
+        meta, where = self._first_meta() if self.is_main else ({}, "")
         if self.dist is not None:
-            found = self.dist.share(found)  # every rank sets up at the same poll, or none does
-        if not found:
+            meta, where = self.dist.share((meta, where))  # every rank sets up at the same poll, or none does
+        if not meta:
             return False
-        meta = StoreTail(self.store_path, []).meta
         # The step as the daemon described it in the store: never rebuilt from our copy of the config.
         try:
             store_meta = StoreMeta.from_attrs(meta)
             self.spec = store_meta.obs_spec(self.settings.mode)
         except (StoreError, KeyError, ValueError) as exc:
-            raise LearnerError(f"the store {self.store_path}: {exc}") from None
+            raise LearnerError(f"the store {where}: {exc}") from None
         self.action_spec = store_meta.action_space
         keys = self.spec.keys() + ["action", "policy_version", "intervention"]
-        self.tail = StoreTail(self.store_path, keys, include_open=self.settings.tail_open, keep=self.settings.capacity)
+        self.tails = {
+            lk.name: StoreTail(lk.location, keys, include_open=self.settings.tail_open, keep=self.settings.capacity,
+                               robot=lk.name)
+            for lk in self.links
+        }
         self.core = LearningCore(self.settings, self.spec, self.action_spec, self.device, self.rng)
-        if self.is_main:
-            self.pusher = Pusher(self.server, self._token, timeout_s=self.cfg.learner.push_timeout_s,
-                                 transport=self._transport, backoff_cap_s=self._backoff_cap)
+        # Rank 0 alone pushes (one pusher per robot; the other ranks have none).
+        self.pushers = {
+            lk.name: Pusher(lk.server, lk.token, timeout_s=self.cfg.learner.push_timeout_s,
+                            transport=self._transport, backoff_cap_s=self._backoff_cap)
+            for lk in self.links
+        } if self.is_main else {}
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -189,8 +210,18 @@ class Trainer:
             self.dist.barrier()
         return True
 
-    def _store_found(self) -> bool:
-        return (self.store_path / "zarr.json").is_file() and bool(StoreTail(self.store_path, []).meta)
+    def _first_meta(self) -> tuple[dict[str, Any], str]:
+        """The step description of the first robot whose store exists (all of a fleet's must agree),
+        and where it was read; ({}, "") while none exists yet."""
+        for link in self.links:
+            try:
+                meta = self.tails[link.name].meta if link.location.attrs() is not None else {}
+            except Exception as exc:  # an unreachable object store: try the next robot
+                log.warning("robot %s: store %s not reachable (%s)", link.name or "-", link.location, exc)
+                continue
+            if meta:
+                return meta, str(link.location)
+        return {}, ""
 
     # --- data ---
     def poll(self, force: bool = False) -> int:
@@ -201,18 +232,26 @@ class Trainer:
         self._last_poll = now
         if not self.setup():
             return 0
-        try:
-            chunks = self._read_store()
-        except (StoreError, OSError) as exc:
-            if self.dist is not None:  # the other ranks read it: going on would drift apart
-                raise LearnerError(f"rank {self.dist.rank}: reading the store failed: {exc}") from exc
-            log.warning("reading the store failed (%s); retrying next poll", exc)
-            return 0
+        plans = self._plan_reads() if self.is_main else {}
+        if self.dist is not None:
+            plans = self.dist.share(plans)  # every rank reads exactly what rank 0 planned
         new = 0
         assert self.core is not None
-        for c in chunks:
-            self.core.ingest(c)
-            new += len(c)
+        for name, plan in plans.items():
+            tail = self.tails[name]
+            try:
+                chunks = tail.read(plan)
+            except Exception as exc:  # an object store's client errors too: one robot's store down stops no one
+                if self.dist is not None:  # the other ranks read it: going on would drift apart
+                    raise LearnerError(f"rank {self.dist.rank}: reading the store {tail.path} failed: {exc}") from exc
+                log.warning("reading the store %s failed (%s: %s); retrying next poll", tail.path,
+                            type(exc).__name__, exc)
+                continue
+            for c in chunks:
+                self.core.ingest(c)
+                new += len(c)
+                if not c.light:
+                    self.robot_steps[name] += len(c)
         self.core.credit()
         if new:
             self._log_backlog()
@@ -222,22 +261,43 @@ class Trainer:
             self.dist.check_same("the data read from the store", self._data_fingerprint())
         return new
 
-    def _read_store(self) -> list[Chunk]:
-        if self.dist is None:
-            return self.tail.poll()
-        plan = None
-        if self.dist.is_main:
-            try:
-                plan = self.tail.plan()
-            except (StoreError, OSError) as exc:
-                log.warning("reading the store failed (%s); retrying next poll", exc)
-                plan = []
-        return self.tail.read(self.dist.share(plan))
-
     def _data_fingerprint(self) -> tuple:
         """What every rank must agree on after a poll for their schedules to stay in step."""
         labelled = len(self.core.labelled) if self.core else 0
         return self.router.env_steps, sorted(self.buffers.sizes().items()), labelled
+
+    def _plan_reads(self) -> dict[str, list[Read]]:
+        """Each usable robot's new committed steps (a robot whose store cannot be read now is skipped)."""
+        plans: dict[str, list[Read]] = {}
+        for name, tail in self.tails.items():
+            if name in self._excluded:
+                continue
+            try:
+                if self._compatible(name, tail):
+                    plans[name] = tail.plan()
+            except Exception as exc:  # StoreError, OSError, an object store's client errors
+                log.warning("reading the store %s failed (%s: %s); retrying next poll", tail.path,
+                            type(exc).__name__, exc)
+        return plans
+
+    def _compatible(self, name: str, tail: StoreTail) -> bool:
+        """A fleet robot's store must record the same step as the first; one that does not is left out."""
+        if tail.reader is not None or len(self.links) == 1:
+            return True
+        meta = tail.meta
+        if not meta:
+            return False  # not written yet
+        try:
+            spec = StoreMeta.from_attrs(meta).obs_spec(self.settings.mode)
+        except (StoreError, KeyError, ValueError) as exc:
+            spec, why = None, str(exc)
+        else:
+            why = f"it records {spec.to_dict()}, the fleet {self.spec.to_dict() if self.spec else None}"
+        if spec is not None and spec == self.spec:
+            return True
+        self._excluded[name] = why
+        log.error("robot %s: store %s left out: %s", name, tail.path, why)
+        return False
 
     def _read_labels(self) -> None:
         """Operator labels from the store's event log into the goal classifier's data; the classifier's
@@ -314,8 +374,8 @@ class Trainer:
             for d in self.agents:
                 self.writer.add_scalar(f"backlog/{d}_behind_steps", backlog["behind_steps"][d], step)
                 self.writer.add_scalar(f"backlog/{d}_dropped", backlog["dropped"][d], step)
-        if self.pusher is not None:
-            self.pusher.report(step, self._shown_metrics(step), backlog)
+        for pusher in self.pushers.values():
+            pusher.report(step, self._shown_metrics(step), backlog)
 
     # --- work ---
     def train_once(self) -> dict[str, float] | None:
@@ -338,16 +398,20 @@ class Trainer:
 
     def push(self, d: str) -> None:
         agent = self.agents[d]
-        if self.pusher is None:
+        if not self.pushers:
             return
-        self.pusher.submit(agent.checkpoint(version=agent.updates, step=agent.updates))
+        ckpt = agent.checkpoint(version=agent.updates, step=agent.updates)
+        for pusher in self.pushers.values():  # each retries on its own: a robot that is down holds up no other
+            pusher.submit(ckpt)
         self.accounts.pushed[d] = agent.updates
 
     def push_classifier(self, d: str) -> None:
         """Queue the classifier for the daemon (it scores recorded frames for the review page)."""
         clf = self.classifiers[d]
-        if self.pusher is not None:
-            self.pusher.submit(clf.checkpoint(version=clf.steps))
+        if self.pushers:
+            ckpt = clf.checkpoint(version=clf.steps)
+            for pusher in self.pushers.values():
+                pusher.submit(ckpt)
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.last_metrics |= metrics
@@ -355,8 +419,8 @@ class Trainer:
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(k, v, step)
-        if self.pusher is not None:
-            self.pusher.report(step, self._shown_metrics(step), self.backlog())
+        for pusher in self.pushers.values():
+            pusher.report(step, self._shown_metrics(step), self.backlog())
 
     def _shown_metrics(self, step: int) -> dict[str, float]:
         shown = {k: float(v) for k, v in self.last_metrics.items() if math.isfinite(float(v))}
@@ -379,6 +443,17 @@ class Trainer:
             "pushed": dict(self.pusher.status.pushed) if self.pusher else {},
             "push_failures": self.pusher.status.failures if self.pusher else 0,
         }
+        if len(self.links) > 1:
+            out["robots"] = {
+                name: {
+                    "steps": self.robot_steps[name],
+                    "pushed": dict(p.status.pushed),
+                    "push_failures": p.status.failures,
+                    "last_error": p.status.last_error,
+                    "excluded": self._excluded.get(name),
+                }
+                for name, p in self.pushers.items()
+            }
         out |= self.buffers.sizes()
         return out
 
@@ -449,8 +524,10 @@ class Trainer:
                 "pushed": self.pusher.status.pushed if self.pusher else {},
                 "rejected": self.pusher.status.rejected if self.pusher else {},
             },
-            "ingested": dict(self.tail.consumed),
-            "version_base": dict(self.pusher.version_base) if self.pusher else {},
+            "ingested": dict(self.tail.consumed) if len(self.links) == 1 else {
+                n: dict(t.consumed) for n, t in self.tails.items()},
+            "version_base": (dict(self.pusher.version_base) if self.pusher else {}) if len(self.links) == 1 else {
+                n: dict(p.version_base) for n, p in self.pushers.items()},
             "saved_at": time.time(),
         }
 
@@ -489,8 +566,13 @@ class Trainer:
             c.steps = int(counters["classifier_steps"][d])
         assert self.core is not None
         self.core.accounts = Accounts(**counters["accounts"])
-        if self.pusher is not None:
-            self.pusher.version_base.update({d: int(v) for d, v in counters.get("version_base", {}).items()})
+        bases = counters.get("version_base", {})
+        if len(self.links) == 1 and self.pusher is not None:
+            self.pusher.version_base.update({d: int(v) for d, v in bases.items()})
+        else:  # a fleet's are per robot; a robot added since the save starts from its daemon's version
+            for name, pusher in self.pushers.items():
+                if isinstance(bases.get(name), dict):
+                    pusher.version_base.update({d: int(v) for d, v in bases[name].items()})
         self._last_save_updates = sum(a.updates for a in self.agents.values())
         log.info(
             "resumed from %s: updates %s, classifier steps %s; re-reading %d known episodes from the store",
@@ -504,7 +586,7 @@ class Trainer:
             c.trained_until = self.buffers.online[d].last_serial
 
     def close(self) -> None:
-        if self.pusher is not None:
-            self.pusher.close()
+        for pusher in self.pushers.values():
+            pusher.close()
         if self.writer is not None:
             self.writer.close()

@@ -10,12 +10,17 @@ sharding, a transformer — gives None from `ChunkedArray.open`, and the reader 
 
 Like zarr, a chunk file that does not exist reads as the fill value. Files are replaced atomically
 by the writer (replay/atomic.py), so a read sees a chunk's old or new bytes, never half of them.
+
+On an object store the reader fetches the chunk objects itself (all keys' chunks in one concurrent
+round, replay/location.py) and hands them to `assemble`: zarr would spend several requests per
+array on checks and metadata (bench/s3_store.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +34,9 @@ _FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 class ChunkedArray:
-    def __init__(self, directory: Path, dtype: np.dtype, chunk_shape: tuple[int, ...], separator: str,
+    def __init__(self, directory: Path | str, dtype: np.dtype, chunk_shape: tuple[int, ...], separator: str,
                  blosc: bool, fill: Any) -> None:
-        self.directory = directory
+        self.directory = directory  # a Path, or the array's key on an object store (for messages)
         self.dtype = dtype
         self.chunk_shape = chunk_shape
         self.separator = separator
@@ -44,16 +49,27 @@ class ChunkedArray:
         """The array in `directory` if its layout is one this reader decodes; None otherwise
         (also when it has no readable zarr.json: zarr then gives the error)."""
         try:
-            meta = json.loads((directory / "zarr.json").read_bytes())
-        except (OSError, ValueError):
+            raw = (directory / "zarr.json").read_bytes()
+        except OSError:
+            return None
+        return cls.from_document(directory, raw)
+
+    @classmethod
+    def from_document(cls, where: Path | str, raw: bytes | None) -> ChunkedArray | None:
+        """The array whose zarr.json holds `raw` (None: missing) if this reader decodes its layout."""
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
+        if not isinstance(meta, dict):
             return None
         try:
-            return cls._from_meta(directory, meta)
+            return cls._from_meta(where, meta)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
     @classmethod
-    def _from_meta(cls, directory: Path, meta: dict[str, Any]) -> ChunkedArray | None:
+    def _from_meta(cls, directory: Path | str, meta: dict[str, Any]) -> ChunkedArray | None:
         if meta.get("zarr_format") != 3 or meta.get("node_type") != "array" or meta.get("storage_transformers"):
             return None
         grid, keys = meta["chunk_grid"], meta["chunk_key_encoding"]
@@ -84,28 +100,43 @@ class ChunkedArray:
         separator = (keys.get("configuration") or {}).get("separator", "/")
         return cls(directory, dtype, chunks, separator, len(codecs) == 2, fill)
 
+    def chunk_keys(self, start: int, stop: int) -> list[str]:
+        """The chunk keys (relative to the array) holding steps [start, stop)."""
+        n = self.chunk_shape[0]
+        return [self._key(c) for c in range(start // n, -(-stop // n))] if stop > start else []
+
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Steps [start, stop) (the caller clips to the committed length)."""
+        """Steps [start, stop) from the chunk files (the caller clips to the committed length)."""
+        assert isinstance(self.directory, Path)
+        raws = {}
+        for key in self.chunk_keys(start, stop):
+            try:
+                raws[key] = (self.directory / key).read_bytes()
+            except FileNotFoundError:
+                raws[key] = None
+        return self.assemble(start, stop, raws)
+
+    def assemble(self, start: int, stop: int, raws: Mapping[str, bytes | None]) -> np.ndarray:
+        """Steps [start, stop) decoded from the chunks `chunk_keys(start, stop)` named (None: absent)."""
         n = self.chunk_shape[0]
         out = np.empty((max(0, stop - start), *self.chunk_shape[1:]), self.dtype)
         for c in range(start // n, -(-stop // n)) if stop > start else ():
             lo, hi = max(start, c * n), min(stop, (c + 1) * n)
             dest = out[lo - start : hi - start]
             whole = hi - lo == n
-            chunk = self._chunk(c, dest if whole else None)
+            chunk = self._decode(c, raws[self._key(c)], dest if whole else None)
             if chunk is None:
                 dest[...] = self.fill
             elif not whole:
                 dest[...] = chunk[lo - c * n : hi - c * n]
         return out
 
-    def _chunk(self, index: int, into: np.ndarray | None) -> np.ndarray | None:
+    def _key(self, index: int) -> str:
+        return self.separator.join(["c", str(index), *("0" * (len(self.chunk_shape) - 1))])
+
+    def _decode(self, index: int, raw: bytes | None, into: np.ndarray | None) -> np.ndarray | None:
         """Chunk `index` decoded (into `into` when given, a whole chunk); None if it has no file."""
-        name = self.separator.join(["c", str(index), *("0" * (len(self.chunk_shape) - 1))])
-        path = self.directory / name
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        if raw is None:
             return None
         try:
             if self.blosc:
@@ -118,7 +149,8 @@ class ChunkedArray:
                 raise ValueError(f"holds {len(raw)} bytes")
             chunk = np.frombuffer(raw, self.dtype).reshape(self.chunk_shape)
         except (ValueError, RuntimeError) as exc:
-            raise StoreError(f"chunk {path} is corrupt: {exc} (expected {self._chunk_bytes})") from None
+            where = f"{self.directory}/{self._key(index)}"
+            raise StoreError(f"chunk {where} is corrupt: {exc} (expected {self._chunk_bytes})") from None
         if into is not None:
             into[...] = chunk
         return chunk

@@ -4,23 +4,20 @@ that belong to no episode, kept append-only next to the episodes and read back a
 Layout: `events/<block>/zarr.json`, one zarr group per block of up to EVENTS_PER_BLOCK events,
 held in the group's `events` attribute, oldest first. Each event gets `seq` (0, 1, 2, ... over
 the store's life) and `time`. Appending rewrites only the last block's zarr.json, and that write
-is atomic (atomic.AtomicLocalStore): the file is both the data and its commit, so a reader or a
+is atomic (atomic.AtomicLocalStore, or a PUT on an object store): the file is both the data and its commit, so a reader or a
 killed writer sees an event whole or not at all. Full blocks never change again.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import zarr
 
-from replay.atomic import AtomicLocalStore, remove_partials, remove_tree
-from replay.schema import EVENTS, is_episode_id, jsonable, read_node_attrs
-from spec.files import fsync_dir, fsync_file
+from replay.location import StoreLocation
+from replay.schema import EVENTS, is_episode_id, jsonable
 
 EVENTS_PER_BLOCK = 256
 _RESERVED = ("seq", "time")
@@ -30,22 +27,18 @@ def _block_name(number: int) -> str:
     return f"{number:06d}"
 
 
-def _blocks(root: Path) -> list[str]:
+def _blocks(location: StoreLocation) -> list[str]:
     """Block directories in order (block names follow episode ids: zero-padded numbers)."""
-    try:
-        names = [n for n in os.listdir(root / EVENTS) if is_episode_id(n)]
-    except FileNotFoundError:
-        return []
-    return sorted(names, key=int)
+    return sorted((n for n in location.children(EVENTS) if is_episode_id(n)), key=int)
 
 
-def repair_events(root: Path) -> list[str]:
+def repair_events(location: StoreLocation) -> list[str]:
     """Remove what a killed writer left half-done: temp files and blocks without their zarr.json."""
-    notes = [f"removed partial event file {p.name}" for p in remove_partials(root / EVENTS, recursive=True)]
-    for name in _blocks(root):
-        block = root / EVENTS / name
-        if read_node_attrs(block) is None and not any(block.iterdir()):
-            remove_tree(block)
+    notes = [f"removed partial event file {n}" for n in location.sweep_partials(EVENTS)]
+    for name in _blocks(location):
+        rel = f"{EVENTS}/{name}"
+        if location.attrs(rel) is None and not location.children(rel):
+            location.remove_tree(rel)
             notes.append(f"removed empty event block {name}")
     return notes
 
@@ -53,16 +46,16 @@ def repair_events(root: Path) -> list[str]:
 class EventLogWriter:
     """Appends events; used by ReplayWriter (under its lock and mutex) only."""
 
-    def __init__(self, store: AtomicLocalStore, root: Path) -> None:
+    def __init__(self, store: Any, location: StoreLocation) -> None:
         self._store = store
-        self._root = root
+        self._location = location
         self._per_block = per_block = EVENTS_PER_BLOCK
-        if read_node_attrs(root / EVENTS) is None:
+        if location.attrs(EVENTS) is None:
             zarr.create_group(store=store, path=EVENTS)
         self._group = zarr.open_group(store=store, path=EVENTS, mode="r+")
-        blocks = _blocks(root)
+        blocks = _blocks(location)
         self._block = int(blocks[-1]) if blocks else 0
-        last = (read_node_attrs(root / EVENTS / blocks[-1]) or {}) if blocks else {}
+        last = (location.attrs(f"{EVENTS}/{blocks[-1]}") or {}) if blocks else {}
         self._events: list[dict[str, Any]] = list(last.get("events", []))
         self._next_seq = self._events[-1]["seq"] + 1 if self._events else self._block * per_block
 
@@ -83,8 +76,7 @@ class EventLogWriter:
         else:
             self._group.create_group(name, attributes={"events": events})
         # Events are rare and precious (interventions are the product's cost metric): make each durable.
-        fsync_file(self._root / EVENTS / name / "zarr.json")
-        fsync_dir(self._root / EVENTS / name)
+        self._location.make_durable(f"{EVENTS}/{name}")
         self._events = events
         self._next_seq += 1
         return dict(ev)
@@ -93,16 +85,16 @@ class EventLogWriter:
 class EventLogReader:
     """Reads the event log; full blocks are cached (they never change)."""
 
-    def __init__(self, root: Path) -> None:
-        self._root = root
+    def __init__(self, location: StoreLocation) -> None:
+        self._location = location
         self._full: dict[str, list[dict[str, Any]]] = {}
 
     def events(self, since_seq: int = 0) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for name in _blocks(self._root):
+        for name in _blocks(self._location):
             block = self._full.get(name)
             if block is None:
-                attrs = read_node_attrs(self._root / EVENTS / name)
+                attrs = self._location.attrs(f"{EVENTS}/{name}")
                 if attrs is None:
                     continue  # being created
                 block = list(attrs.get("events", []))

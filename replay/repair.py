@@ -5,6 +5,7 @@ second, so everything past `length` is garbage and everything before it is whole
 the arrays of open episodes back to their committed length, marks them closed with
 end_reason="writer_crashed", and deletes episodes that never committed a step. Closed episodes are
 never touched. Repair is idempotent, so a kill during repair is repaired by the next start.
+It works through the store's location (replay/location.py), a directory or an object-store prefix.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from typing import Any
 
 import zarr
 
-from replay.atomic import AtomicLocalStore, remove_partials, remove_tree, sweep_trash
 from replay.event_log import repair_events
-from replay.schema import EPISODES, StoreError, is_episode_id, is_episode_record, read_node_attrs
-from spec.files import PARTIAL_SUFFIX, fsync_dir, fsync_file, fsync_tree
+from replay.location import StoreLocation
+from replay.schema import EPISODES, StoreError, is_episode_id, is_episode_record
 
 
 def array_keys(ep_dir: Path) -> list[str]:
@@ -38,50 +38,51 @@ def array_keys(ep_dir: Path) -> list[str]:
     return sorted(keys)
 
 
-def repair_store(store: AtomicLocalStore, root: Path) -> list[str]:
+def object_array_keys(store: Any, rel: str) -> list[str]:
+    """array_keys for a store not on disk: the group's arrays as zarr lists them."""
+    group = zarr.open_group(store=store, path=rel, mode="r")
+    return sorted(name for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array))
+
+
+def repair_store(store: Any, location: StoreLocation) -> list[str]:
     """Repair every open episode; return one human-readable note per action taken."""
-    notes: list[str] = []
-    ep_root = root / EPISODES
-    for p in sweep_trash(ep_root):
-        notes.append(f"removed leftover of an interrupted delete: {p.name}")
-    for p in remove_partials(root, recursive=False) + remove_partials(ep_root, recursive=False):
-        notes.append(f"removed partial file {p.name}")
-    notes += repair_events(root)
-    if not ep_root.is_dir():
-        return notes
-    for child in sorted(ep_root.iterdir(), key=lambda p: p.name):
-        if not child.is_dir() or not is_episode_id(child.name):
+    notes = location.sweep([EPISODES, ""])
+    notes += repair_events(location)
+    for name in sorted(location.children(EPISODES)):
+        if not is_episode_id(name):
             continue
-        attrs = read_node_attrs(child)
+        rel = f"{EPISODES}/{name}"
+        attrs = location.attrs(rel)
         if not is_episode_record(attrs):
-            # begin_episode writes the group's attrs before anything else, so a directory without
-            # them holds no committed step; only remove it if it holds no data at all.
-            leftovers = [p for p in child.rglob("*") if p.is_file() and not p.name.endswith(PARTIAL_SUFFIX)]
-            if leftovers:
-                notes.append(f"left episode directory {child.name} alone: no episode record but has files")
+            # begin_episode writes the group's attrs before anything else (and a delete removes them
+            # first), so a node without them holds no committed step; on disk it is only removed if
+            # it holds no data at all.
+            if location.holds_data(rel):
+                notes.append(f"left episode directory {name} alone: no episode record but has files")
             else:
-                remove_tree(child)
-                notes.append(f"removed episode {child.name}: created but never started")
+                location.remove_tree(rel)
+                notes.append(f"removed episode {name}: created but never started, or its delete was cut short")
             continue
         assert attrs is not None
         if attrs["closed"]:
             continue
-        notes.append(close_at_committed(store, child, attrs, "writer_crashed"))
+        notes.append(close_at_committed(store, location, name, attrs, "writer_crashed"))
     return notes
 
 
-def close_at_committed(store: AtomicLocalStore, ep_dir: Path, attrs: dict[str, Any], end_reason: str) -> str:
+def close_at_committed(store: Any, location: StoreLocation, ep_id: str, attrs: dict[str, Any], end_reason: str) -> str:
     """Close an open episode at its committed length: what a killed writer left, or what a writer
     gave up mid-write (disk full). Each array's chunks past the marker are deleted before its
     metadata is rewritten (zarr's resize), so on a full disk this frees space before it needs any."""
-    ep_id = ep_dir.name
+    rel = f"{EPISODES}/{ep_id}"
     length = int(attrs["length"])
     if length == 0:
-        remove_tree(ep_dir)
+        location.remove_tree(rel)
         return f"removed episode {ep_id}: open with no committed step"
-    remove_partials(ep_dir, recursive=True)
+    location.sweep_node(rel)
     dropped = 0
-    for key in array_keys(ep_dir):
+    keys = array_keys(location.root / rel) if location.is_local else object_array_keys(store, rel)  # type: ignore[attr-defined]
+    for key in keys:
         arr = zarr.open_array(store=store, path=f"{EPISODES}/{ep_id}/{key}", mode="r+")
         steps = arr.shape[0]
         if steps < length:
@@ -92,7 +93,7 @@ def close_at_committed(store: AtomicLocalStore, ep_dir: Path, attrs: dict[str, A
         if steps > length:
             arr.resize((length, *arr.shape[1:]))
             dropped = max(dropped, steps - length)
-    fsync_tree(ep_dir)
+    location.make_durable(rel, tree=True)
     closed = dict(attrs)
     closed.update(
         closed=True,
@@ -102,6 +103,5 @@ def close_at_committed(store: AtomicLocalStore, ep_dir: Path, attrs: dict[str, A
     )
     group = zarr.open_group(store=store, path=f"{EPISODES}/{ep_id}", mode="r+")
     group.attrs.put(closed)
-    fsync_file(ep_dir / "zarr.json")
-    fsync_dir(ep_dir)
+    location.make_durable(rel)
     return f"closed episode {ep_id} ({end_reason}) at {length} committed steps"

@@ -2,8 +2,9 @@
 
 Commit protocol (see DESIGN.md "The replay store"): for every write the arrays are resized and the
 data written first; only then is the episode group's `length` attribute advanced. Readers trust
-`length` alone. Every file write is atomic (atomic.AtomicLocalStore), so a kill -9 at any instant
-leaves the committed prefix whole, and `repair.repair_store` trims the rest on the next start.
+`length` alone. Every key write is atomic (atomic.AtomicLocalStore on disk, a PUT on an object
+store: replay/location.py), so a kill -9 at any instant leaves the committed prefix whole, and
+`repair.repair_store` trims the rest on the next start.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.array import AsyncArray
+from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync as zarr_sync
+from zarr.storage import MemoryStore, StorePath
 
-from replay.atomic import AtomicLocalStore, remove_tree
 from replay.compat import compare_meta
 from replay.event_log import EventLogWriter
+from replay.location import S3Options, StoreLocation, open_location
 from replay.lock import WriterLock
 from replay.repair import close_at_committed, repair_store
 from replay.schema import (
@@ -44,12 +47,11 @@ from replay.schema import (
     info_from_attrs,
     is_episode_id,
     jsonable,
-    read_node_attrs,
 )
 from replay.space import StoreFullError, full_error, is_disk_full
 from replay.step import StepValidator
 from spec.direction import DIRECTIONS
-from spec.files import PARTIAL_SUFFIX, fsync_dir, fsync_file, fsync_tree
+from spec.files import PARTIAL_SUFFIX
 
 # Low-dimensional arrays are tiny; a chunk of this many image chunks keeps the file count down.
 # Their partial chunks are rewritten (read-modify-write) at each commit, which costs microseconds.
@@ -67,7 +69,7 @@ def _free_attrs(attrs: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
     return attrs
 
 
-def _write_error(path: Path, what: str, exc: OSError, after: str = "") -> StoreError:
+def _write_error(path: Path | str, what: str, exc: OSError, after: str = "") -> StoreError:
     """StoreFullError for a full disk (the caller retries once space returns, or abandons the
     episode), else StoreError with `after`: what the caller may do next."""
     if is_disk_full(exc):
@@ -76,18 +78,20 @@ def _write_error(path: Path, what: str, exc: OSError, after: str = "") -> StoreE
 
 
 class ReplayWriter:
-    """Exclusive writer of one store directory. Use `ReplayWriter.open(...)`; thread-safe."""
+    """Exclusive writer of one store (a directory or an object-store prefix). Use `ReplayWriter.open(...)`;
+    thread-safe."""
 
     def __init__(
         self,
-        root: Path,
-        store: AtomicLocalStore,
-        lock: WriterLock,
+        location: StoreLocation,
+        store: Any,
+        lock: Any,
         root_group: zarr.Group,
         chunk_steps: int,
         repairs: list[str],
     ) -> None:
-        self.path = root
+        self.location = location
+        self.path = location.path
         self.chunk_steps = chunk_steps
         self.repairs = repairs  # what was repaired at open, for the log
         self._store = store
@@ -95,30 +99,36 @@ class ReplayWriter:
         self._root = root_group
         self._attrs = dict(root_group.attrs.asdict())
         self._specs = array_specs(self._attrs)
-        self._episodes = zarr.open_group(store=store, path=EPISODES, mode="r+")
         self._mutex = threading.RLock()
         self._current: EpisodeWriter | None = None
-        self._event_log = EventLogWriter(store, root)
+        self._event_log = EventLogWriter(store, location)
         # Episodes given up mid-write (disk full) whose on-disk close is still owed: id -> end_reason.
         self._abandoned: dict[str, str] = {}
-        existing = [int(p.name) for p in (root / EPISODES).iterdir() if is_episode_id(p.name)]
+        existing = [int(n) for n in location.children(EPISODES) if is_episode_id(n)]
         self._next = max([int(self._attrs.get("next_episode", 0)), *[n + 1 for n in existing]])
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], meta: StoreMeta, chunk_steps: int = 16) -> ReplayWriter:
-        """Create or open the store at `path`, take the writer lock and repair a killed writer's leftovers."""
+    def open(
+        cls,
+        path: str | os.PathLike[str] | StoreLocation,
+        meta: StoreMeta,
+        chunk_steps: int = 16,
+        s3: S3Options | None = None,
+    ) -> ReplayWriter:
+        """Create or open the store at `path` (a directory, `s3://bucket/prefix` reached with `s3`, or a
+        StoreLocation), take the writer lock and repair a killed writer's leftovers."""
         if not isinstance(meta, StoreMeta):
             raise TypeError(f"meta must be a StoreMeta, got {type(meta).__name__}")
         if not isinstance(chunk_steps, int) or isinstance(chunk_steps, bool) or chunk_steps < 1:
             raise ValueError(f"chunk_steps must be a positive int, got {chunk_steps!r}")
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(root)
+        location = open_location(path, s3)
+        location.prepare()
+        lock = location.writer_lock()
         try:
-            store = AtomicLocalStore(root)
-            root_group = _open_root(store, root, meta)
-            repairs = repair_store(store, root)
-            return cls(root, store, lock, root_group, chunk_steps, repairs)
+            store = location.zarr_store(read_only=False)
+            root_group = _open_root(store, location, meta)
+            repairs = repair_store(store, location)
+            return cls(location, store, lock, root_group, chunk_steps, repairs)
         except BaseException:
             lock.release()
             raise
@@ -145,7 +155,6 @@ class ReplayWriter:
             self.tidy()
             number = self._next
             ep_id = episode_id(number)
-            ep_dir = self.path / EPISODES / ep_id
             try:
                 # Count first, so an id is never handed out twice even if this episode is later deleted.
                 self._root.attrs.put({**self._attrs, "next_episode": number + 1})
@@ -168,16 +177,10 @@ class ReplayWriter:
                     "uid": uuid.uuid4().hex,
                     "writer_pid": os.getpid(),
                 }
-                # The group's attrs are its first file: from here on repair knows this directory is ours.
-                group = self._episodes.create_group(ep_id, attributes=ep_attrs)
-                obs = group.create_group("obs")
-                arrays = {}
-                for key, spec in self._specs.items():
-                    parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
-                    arrays[key] = _create_array(parent, name, spec, self.chunk_steps)
+                group, arrays = _create_episode(self._store, f"{EPISODES}/{ep_id}", ep_attrs, self._specs,
+                                                self.chunk_steps)
             except OSError as e:
-                if ep_dir.exists():
-                    remove_tree(ep_dir)  # holds no step yet; removing needs no space
+                self.location.remove_tree(f"{EPISODES}/{ep_id}")  # holds no step yet; removing needs no space
                 raise _write_error(self.path, f"starting episode {ep_id}", e) from e
             self._current = EpisodeWriter(self, ep_id, group, arrays, self._specs, ep_attrs, self.chunk_steps)
             return self._current
@@ -190,11 +193,10 @@ class ReplayWriter:
         with self._mutex:
             self._check_open()
             for ep_id, reason in list(self._abandoned.items()):
-                ep_dir = self.path / EPISODES / ep_id
-                attrs = read_node_attrs(ep_dir)
+                attrs = self.location.attrs(f"{EPISODES}/{ep_id}")
                 if attrs is not None and not attrs.get("closed"):
                     try:
-                        notes.append(close_at_committed(self._store, ep_dir, attrs, reason))
+                        notes.append(close_at_committed(self._store, self.location, ep_id, attrs, reason))
                     except OSError as e:
                         raise _write_error(self.path, f"closing abandoned episode {ep_id}", e) from e
                 del self._abandoned[ep_id]
@@ -265,7 +267,8 @@ class EpisodeWriter:
         self._owner = owner
         self._mutex = owner._mutex
         self._group = group
-        self._dir = owner.path / EPISODES / ep_id
+        self._location = owner.location
+        self._rel = f"{EPISODES}/{ep_id}"
         self._arrays = arrays
         self._specs = specs
         self._attrs = attrs
@@ -275,6 +278,10 @@ class EpisodeWriter:
         # The buffer always starts at a chunk boundary: steps already written by a partial flush stay
         # in it, so the next write covers the whole chunk instead of re-reading it from disk.
         self._buf = {k: np.zeros((chunk_steps, *s.shape), dtype=s.dtype) for k, s in specs.items()}
+        # Low-dim arrays have chunks of `_grow` steps: their current chunk is kept whole in RAM too, so
+        # every write is of whole chunks and zarr never reads a chunk back to merge into it (on an
+        # object store that read is a listing and a GET per array per commit).
+        self._low = {k: np.zeros((self._grow, *s.shape), dtype=s.dtype) for k, s in specs.items() if not s.is_image}
         self._chunk_start = 0
         self._fill = 0
         self._committed = 0
@@ -353,7 +360,7 @@ class EpisodeWriter:
         with self._mutex:
             self._check_open()
             if self.length == 0:
-                remove_tree(self._dir)
+                self._location.remove_tree(self._rel)
                 self._state = "deleted"
                 self._owner._episode_done(self)
                 info = info_from_attrs(self.id, {**self._attrs, **free, "closed": True, "deleted": True})
@@ -365,15 +372,14 @@ class EpisodeWriter:
             try:
                 self._write_data()
                 self._trim_arrays()
-                fsync_tree(self._dir)  # data is durable before the marker says "closed"
+                self._location.make_durable(self._rel, tree=True)  # data is durable before the marker says "closed"
                 self._commit(final)
             except OSError as e:
                 raise _write_error(self._owner.path, f"closing episode {self.id}", e,
                                    "it stays open: retry close, or abandon it") from e
             self._state = "closed"
             self._owner._episode_done(self)
-            fsync_file(self._dir / "zarr.json")
-            fsync_dir(self._dir)
+            self._location.make_durable(self._rel)
             return info_from_attrs(self.id, self._attrs)
 
     def abandon(self, reason: str) -> int:
@@ -402,7 +408,7 @@ class EpisodeWriter:
             if self._state in ("deleted", "discarded"):
                 raise StoreError(f"episode {self.id} was already deleted")
             self._owner._check_open()  # only the lock holder changes the store
-            remove_tree(self._dir)
+            self._location.remove_tree(self._rel)
             self._state = "discarded"
             self._owner._abandoned.pop(self.id, None)
             self._owner._episode_done(self)
@@ -434,10 +440,23 @@ class EpisodeWriter:
         # cut to the exact length at close; readers go by `length`, never by array shapes.
         capacity = -(-end // self._grow) * self._grow
 
+        writes = {}
+        for key, buf in self._buf.items():
+            buf[fill:] = 0  # the unwritten tail of a chunk holds the fill value, as zarr would store it
+            if key in self._low:
+                low_start = start // self._grow * self._grow
+                low = self._low[key]
+                low[start - low_start : end - low_start] = buf[:fill]
+                low[end - low_start :] = 0
+                writes[key] = (low_start, low)
+            else:
+                writes[key] = (start, buf)
+
         async def write_one(key: str, arr: AsyncArray[Any]) -> None:
             if arr.shape[0] < end:
                 await arr.resize((capacity, *arr.shape[1:]))
-            await arr.setitem(slice(start, end), self._buf[key][:fill])
+            at, data = writes[key]
+            await arr.setitem(slice(at, at + len(data)), data)  # whole chunks: capacity is a multiple of both
 
         async def write_all() -> None:
             await asyncio.gather(*(write_one(k, a.async_array) for k, a in self._arrays.items()))
@@ -451,7 +470,9 @@ class EpisodeWriter:
 
         async def trim_all() -> None:
             arrays = [a.async_array for a in self._arrays.values() if a.shape[0] != end]
-            await asyncio.gather(*(a.resize((end, *a.shape[1:])) for a in arrays))
+            # Nothing was written past `end`'s chunk, so there are no chunks to delete (on an object store
+            # zarr would otherwise send a delete per chunk slot of the grown-ahead capacity).
+            await asyncio.gather(*(a.resize((end, *a.shape[1:]), delete_outside_chunks=False) for a in arrays))
 
         zarr_sync(trim_all())
 
@@ -465,7 +486,41 @@ class EpisodeWriter:
         self._attrs_dirty = False
 
 
-def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: int) -> zarr.Array:
+def _create_episode(
+    store: Any, rel: str, attrs: dict[str, Any], specs: dict[str, ArraySpec], chunk_steps: int
+) -> tuple[zarr.Group, dict[str, zarr.Array]]:
+    """Write a new episode's group and empty arrays under `rel`; the group and arrays bound to `store`.
+
+    The metadata documents are made in memory and written in two rounds (the group's record, then
+    every array's document at once) instead of zarr's create calls, which check each parent with a
+    read per level (over a hundred requests per episode on an object store).
+    """
+    docs: dict[str, Any] = {}
+    mem = MemoryStore(docs)
+    group = zarr.create_group(store=mem, attributes=attrs)
+    obs = group.create_group("obs")
+    made = {}
+    for key, spec in specs.items():
+        parent, name = (obs, key[4:]) if key.startswith("obs/") else (group, key)
+        # Made as long as the first growth step (readers go by `length`): no resize at the first commit.
+        made[key] = _create_array(parent, name, spec, chunk_steps, chunk_steps * LOWDIM_CHUNK_FACTOR)
+
+    async def write_all() -> None:
+        # The group's record is its first key: from here on repair knows this node is ours.
+        await store.set(f"{rel}/zarr.json", docs["zarr.json"])
+        await asyncio.gather(*(store.set(f"{rel}/{k}", v) for k, v in docs.items() if k != "zarr.json"))
+
+    zarr_sync(write_all())
+    bound = zarr.Group(AsyncGroup(metadata=group.metadata, store_path=StorePath(store, rel)))
+    arrays = {
+        key: zarr.Array(AsyncArray(metadata=a.metadata, store_path=StorePath(store, f"{rel}/{key}"),
+                                   config=a.async_array.config))
+        for key, a in made.items()
+    }
+    return bound, arrays
+
+
+def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: int, steps: int) -> zarr.Array:
     if spec.is_image:
         chunks = (chunk_steps, *spec.shape)
         codec = BloscCodec(**_IMAGE_CODEC)
@@ -476,7 +531,7 @@ def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: i
         dims = ("step", *(f"d{i}" for i in range(len(spec.shape))))
     return parent.create_array(
         name,
-        shape=(0, *spec.shape),
+        shape=(steps, *spec.shape),
         chunks=chunks,
         dtype=spec.dtype,
         compressors=[codec],
@@ -488,12 +543,14 @@ def _create_array(parent: zarr.Group, name: str, spec: ArraySpec, chunk_steps: i
     )
 
 
-def _open_root(store: AtomicLocalStore, root: Path, meta: StoreMeta) -> zarr.Group:
+def _open_root(store: Any, location: StoreLocation, meta: StoreMeta) -> zarr.Group:
     """Create the root group, or check `meta` against it and record compatible changes."""
     new = meta.to_attrs()
-    existing = read_node_attrs(root)
+    existing = location.attrs()
+    root = location.path
     if existing is None:
-        others = sorted(p.name for p in root.iterdir() if not p.name.endswith(PARTIAL_SUFFIX))
+        ours = (PARTIAL_SUFFIX, "writer-lock.json")  # temp files; the object store's lock object
+        others = sorted(n for n in location.children() if not n.endswith(ours))
         if others:
             raise StoreError(f"{root} is not a replay store (no zarr.json) but holds {others[:5]}; refusing to write")
         attrs = {
@@ -525,8 +582,7 @@ def _open_root(store: AtomicLocalStore, root: Path, meta: StoreMeta) -> zarr.Gro
             history = [*existing.get("meta_history", []), {"revision": revision, "at": time.time(), "changes": changes}]
             attrs.update(new, meta_revision=revision, meta_history=history)
         group.attrs.put(attrs)
-    if read_node_attrs(root / EPISODES) is None:
+    if location.attrs(EPISODES) is None:
         zarr.create_group(store=store, path=EPISODES)
-    fsync_file(root / "zarr.json")
-    fsync_dir(root)
+    location.make_durable("")
     return group

@@ -191,7 +191,7 @@ def demos(
     cfg = _load(config)
     if top_up:
         # A deployment starts this on every `up`: a store that already has its demos is left alone.
-        have = successful_demos(cfg.store.path)[direction.value]
+        have = successful_demos(cfg.store)[direction.value]
         if have >= count:
             typer.echo(f"{have} successful {direction.value} demos already in {cfg.store.path}")
             return

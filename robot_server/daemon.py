@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from camera.base import Camera
+from replay.location import store_location
 from replay.store import ReplayWriter, StoreMeta
 from robot_server.classifier_slots import ClassifierSlots
 from robot_server.devices import Devices, build_devices
@@ -91,7 +92,7 @@ class Daemon:
         # into the store once, and what checkpoint intake checks policies against.
         self.store_meta = store_meta(cfg, self.space, ObsSpec.from_config(cfg, "pixels", self.devices.state_dim))
         try:
-            self.writer = ReplayWriter.open(cfg.store.path, self.store_meta, cfg.store.chunk_steps)
+            self.writer = ReplayWriter.open(store_location(cfg.store), self.store_meta, cfg.store.chunk_steps)
         except Exception:
             self.devices.close()
             raise

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import typer
 
-from spec.config import ConfigError, load_config
+from spec.config import ConfigError, StoreConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -39,14 +39,16 @@ DEMO_OVERRIDES = {
 app = typer.Typer(add_completion=False)
 
 
-def successful_demos(path: Path) -> dict[str, int]:
-    """Successful demonstrations in the store at `path`, per direction (none if it does not exist)."""
+def successful_demos(store: StoreConfig) -> dict[str, int]:
+    """Successful demonstrations in the store, per direction (none if it does not exist)."""
+    from replay.location import store_location
     from replay.store import ReplayReader
 
     counts = {"forward": 0, "backward": 0}
-    if not path.exists():
+    location = store_location(store)  # a directory or s3://bucket/prefix
+    if location.attrs() is None:
         return counts
-    for e in ReplayReader(path).episodes():
+    for e in ReplayReader(location).episodes():
         if e.kind == "demo" and e.success:
             counts[e.direction] += 1
     return counts
@@ -99,7 +101,7 @@ def main(
     headers = {"Authorization": f"Bearer {cfg.server.token}"}
     typer.echo(f"store {cfg.store.path} | learner runs in {cfg.learner.run_dir} | logs in {logs}")
 
-    have = successful_demos(cfg.store.path)
+    have = successful_demos(cfg.store)
     for direction in ("forward", "backward"):
         if have[direction] >= demos:
             typer.echo(f"{have[direction]} successful {direction} demos already in the store")
@@ -232,11 +234,12 @@ def _progress(st: dict, left_s: float) -> str:
 
 
 def _summary(cfg) -> None:
+    from replay.location import store_location
     from replay.store import ReplayReader
 
     counts: dict[str, int] = {}
     steps = 0
-    for e in ReplayReader(cfg.store.path).episodes():
+    for e in ReplayReader(store_location(cfg.store)).episodes():
         key = f"{e.kind}/{e.direction}"
         counts[key] = counts.get(key, 0) + 1
         steps += e.length

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from replay.location import StoreLocation
 from replay.store import ReplayReader
 from robot_server.classifier_slots import ClassifierSlots
 
@@ -40,8 +41,8 @@ class ReviewNotFound(LookupError):
 
 
 class EpisodeReview:
-    def __init__(self, store_path: Path, classifiers: ClassifierSlots) -> None:
-        self.store_path = Path(store_path)
+    def __init__(self, store_path: Path | StoreLocation, classifiers: ClassifierSlots) -> None:
+        self.store_path = store_path  # a directory or a replay.location.StoreLocation
         self.classifiers = classifiers
         self._rows_lock, self._score_lock = threading.Lock(), threading.Lock()
         self._rows_reader: ReplayReader | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from replay.store import free_bytes
 from spec.config import StoreConfig
@@ -41,7 +40,7 @@ class StoreFull:
 
 class StoreSpace:
     def __init__(self, cfg: StoreConfig) -> None:
-        self.path = Path(cfg.path)
+        self.path = cfg.path  # a directory, or an s3:// URL (no disk to watch: probes answer None)
         self.min_free_mb = cfg.min_free_mb
         self.resume_free_mb = cfg.resume_free_mb
         self.every_s = cfg.space_check_s

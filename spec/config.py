@@ -92,7 +92,11 @@ class ControlConfig(Strict):
 
 
 class StoreConfig(Strict):
-    path: Path = Path("data/sim.zarr")
+    path: Path | str = Field(
+        Path("data/sim.zarr"),
+        description="a directory, or s3://bucket/prefix on an S3-compatible object store (one prefix per robot); "
+        "credentials from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ~/.aws)",
+    )
     chunk_steps: int = Field(16, ge=1, le=1000)
     # A full disk pauses practice instead of letting it run unrecorded (robot_server.store_space).
     min_free_mb: float = Field(
@@ -103,6 +107,36 @@ class StoreConfig(Strict):
         512.0, gt=0, description="after a pause for space, resume once this much is free (at least min_free_mb)"
     )
     space_check_s: float = Field(5.0, gt=0, le=600, description="how often the writer thread checks free space")
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible server for an s3:// path (MinIO, moto); default AWS or AWS_ENDPOINT_URL"
+    )
+    region: str | None = Field(None, description="S3 region for an s3:// path; default from the AWS settings")
+    lock_lease_s: float = Field(
+        30.0, ge=3, le=3600,
+        description="s3:// stores: the writer renews its lock object every third of this; a lock not renewed "
+        "this long may be taken over by a new writer (a dead writer on the same host is taken over at once)",
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_or_url(cls, v: Any) -> Any:
+        """An s3:// URL stays a string (a Path would fold its //); anything else is a directory path."""
+        if isinstance(v, str) and "://" in v:
+            if not v.startswith("s3://"):
+                raise ValueError(f"store.path: only s3:// URLs are supported, got {v!r}")
+            bucket, _, prefix = v[len("s3://"):].partition("/")
+            if not bucket or not prefix.strip("/"):
+                raise ValueError(f"store.path {v!r} needs a bucket and a prefix (s3://bucket/prefix)")
+            return v
+        return Path(v) if isinstance(v, str) else v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"store.endpoint_url must be an http(s) URL, got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _resume_above_floor(self) -> StoreConfig:
@@ -265,6 +299,41 @@ class NetworkConfig(Strict):
     encoder_channels: int | None = Field(None, ge=1)
 
 
+class RobotLinkConfig(Strict):
+    """One robot of a fleet, as the learner sees it: its store to read and its daemon to push to."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="short unique name (logs, status)")
+    store: StoreConfig = Field(description="that robot's store: its path (s3://bucket/prefix) and endpoint")
+    server_url: str = Field(description="that robot's daemon, http(s)://host:port")
+    token: str | None = Field(None, min_length=8, description="that daemon's API token")
+    token_file: Path | None = Field(None, description="a file holding that daemon's API token (instead of token)")
+
+    @field_validator("server_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"server_url must be an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_token(self) -> RobotLinkConfig:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError(f"robot {self.name!r}: give exactly one of token and token_file")
+        return self
+
+    def resolved_token(self) -> str:
+        if self.token is not None:
+            return self.token
+        assert self.token_file is not None
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"robot {self.name!r}: token_file {self.token_file}: {exc.strerror}") from None
+        if len(token) < 8:
+            raise ValueError(f"robot {self.name!r}: token_file {self.token_file} holds no token of 8+ characters")
+        return token
+
+
 class LearnerConfig(Strict):
     mode: Literal["pixels", "state"] = "pixels"
     setting: Literal["robot", "sim"] = Field("robot", description="which MEDALPP.md column of values")
@@ -314,6 +383,26 @@ class LearnerConfig(Strict):
         description="share of the goal classifier's negative rows drawn from operator not-goal frames, when there are any",
     )
     tail_open: bool = Field(True, description="also learn from the committed prefix of the open practice segment")
+    robots: list[RobotLinkConfig] = Field(
+        default_factory=list,
+        description="a fleet: every robot's store is tailed into the same buffers (batches sample steps uniformly, "
+        "so each robot in proportion to its steps held) and every robot gets the policies; empty = the one robot "
+        "of store.path and server",
+    )
+
+    @field_validator("robots")
+    @classmethod
+    def _unique_robots(cls, robots: list[RobotLinkConfig]) -> list[RobotLinkConfig]:
+        for what in ("name", "server_url"):
+            values = [str(getattr(r, what)) for r in robots]
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise ValueError(f"learner.robots: {what} must differ between robots, repeated: {dup}")
+        stores = [str(r.store.path) for r in robots]
+        dup = sorted({v for v in stores if stores.count(v) > 1})
+        if dup:
+            raise ValueError(f"learner.robots: each robot needs its own store, shared: {dup}")
+        return robots
 
 
 class Config(Strict):

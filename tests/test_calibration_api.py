@@ -199,6 +199,18 @@ def test_handeye_samples_saved_with_pose_and_intrinsics(setup, tmp_path: Path) -
     assert client.post("/calibration/handeye/samples", headers=AUTH, json={"camera": "side"}).status_code == 404
 
 
+def test_handeye_samples_of_a_daemon_whose_store_is_on_s3_go_next_to_its_checkpoints(tmp_path: Path) -> None:
+    daemon = FakeDaemon(None)
+    daemon.cfg.store.path = "s3://fleet/robot-a"  # no local directory to put them beside
+    daemon.cfg.server.checkpoint_dir = tmp_path / "data" / "policies"
+    daemon.cfg.server.token = TOKEN
+    with TestClient(create_app(daemon)) as client:
+        r = client.post("/calibration/handeye/samples", headers=AUTH, json={"camera": "front"})
+    assert r.status_code == 200, r.text
+    assert r.json()["directory"] == str(tmp_path / "data" / "handeye" / "front")
+    assert (tmp_path / "data" / "handeye" / "front" / "0000.json").is_file()
+
+
 def test_without_a_config_file_nothing_is_saved(tmp_path: Path) -> None:
     daemon = FakeDaemon(None)
     daemon.cfg.server.token = TOKEN

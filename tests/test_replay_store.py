@@ -292,9 +292,9 @@ def test_a_failed_write_loses_nothing_and_the_step_can_be_retried(tmp_path: Path
             raise OSError(28, "No space left on device")
         return real_sync(coro)
 
-    monkeypatch.setattr(replay.writer, "zarr_sync", disk_full_once)
     with ReplayWriter.open(tmp_path / "s.zarr", small_meta(), chunk_steps=4) as w:
         ep = w.begin_episode("practice", "forward")
+        monkeypatch.setattr(replay.writer, "zarr_sync", disk_full_once)  # the disk fills up after the episode began
         write_pattern(ep, w.meta, 4)  # fills the buffer; the 5th append writes it
         step = pattern_step(w.meta, int(ep.id), 4)
         with pytest.raises(StoreError, match="No space left"):

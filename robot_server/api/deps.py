@@ -27,7 +27,7 @@ def store_reader(request: Request) -> ReplayReader:
     """A reader of the daemon's store, kept on the app (its closed-episode cache stays warm)."""
     app = request.app
     if getattr(app.state, "reader", None) is None:
-        app.state.reader = ReplayReader(daemon_of(request).cfg.store.path)
+        app.state.reader = ReplayReader(daemon_of(request).writer.location)
     app.state.reader.refresh()
     return app.state.reader
 

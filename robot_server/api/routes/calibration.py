@@ -28,6 +28,7 @@ from calibration.handeye import pose_matrix, pose_parts
 from calibration.intrinsics import camera_intrinsics
 from calibration.samples import load_samples, save_sample
 from calibration.workspace import PointLog, home_edits, inside, propose_box, workspace_edits
+from replay.location import is_s3_url
 from robot_server.api.auth import read_access, require_token
 from robot_server.api.deps import daemon_of, jsonable
 from robot_server.api.models import (
@@ -134,7 +135,11 @@ def _saved_document(request: Request) -> dict[str, Any] | None:
 
 
 def _handeye_dir(request: Request, camera: str) -> Path:
-    return Path(daemon_of(request).cfg.store.path).parent / "handeye" / camera
+    """Local files next to the store's directory; with the store on an object store (s3://), next to
+    the checkpoint directory instead (both are under data/ by default: data/handeye either way)."""
+    cfg = daemon_of(request).cfg
+    base = cfg.server.checkpoint_dir if is_s3_url(cfg.store.path) else Path(cfg.store.path)
+    return base.parent / "handeye" / camera
 
 
 # --- overview ----------------------------------------------------------------------------------

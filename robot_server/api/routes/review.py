@@ -26,7 +26,7 @@ def review_of(request: Request) -> EpisodeReview:
     app = request.app
     if getattr(app.state, "review", None) is None:
         d = daemon_of(request)
-        app.state.review = EpisodeReview(d.cfg.store.path, d.classifiers)
+        app.state.review = EpisodeReview(d.writer.location, d.classifiers)
     return app.state.review
 
 
