@@ -188,7 +188,8 @@ def test_a_teleop_device_lost_mid_demo_ends_it_and_asks_for_help(daemon):
     assert [h["source"] for h in st["help_requests"]] == ["teleop"]
     rec = wait_until(lambda: (r := d.faults.records()[n])["recovered_at"] and r, 10, "the device back")
     assert rec["escalated"] and rec["detected_at"] is not None
-    assert d.status()["help_requests"] == []
+    # The status snapshot is the next tick's: it drops the help request a tick later on a busy machine.
+    wait_until(lambda: d.status()["help_requests"] == [], 5, "the teleop help request to leave the status")
     assert d.recorder.flush(10)
     last = ReplayReader(d.cfg.store.path).episodes()[-1]
     assert last.kind == "demo" and last.closed and last.success is False
