@@ -142,8 +142,10 @@ def build(*, args: argparse.Namespace, inject: list[str], samples: list[dict], f
         "every_process_fault_kind": kinds_seen >= {"learner_kill9", "daemon_restart", "network_cut"},
         "steps_lost": steps["pass"],
         "no_unexpected_exits": not unexpected,
-        "device_faults": (all(r["pass"] for r in dev) and any(r["judged"] for r in dev)) if args.device_faults
-        else None,
+        # Each injected kind must have fired and been judged at least once.
+        "device_faults": (all(r["pass"] for r in dev)
+                          and {k.split("@")[0] for k in inject} <= {r["kind"] for r in dev if r["judged"]})
+        if args.device_faults else None,
     }
     return {
         "settings": _settings(args, inject, chunk_steps, rate_hz),

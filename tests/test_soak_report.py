@@ -104,7 +104,8 @@ def test_cli_names_a_bad_value(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--minutes", "1"])
     assert "--minutes must be >= 3" in capsys.readouterr().err
-    assert inject_specs(120, 120) == ["camera_stop@180/360", "reflex@300/360", "gripper_stuck@420/360"]
+    # Every start within one daemon life (the soak restarts it every 3 x fault_every = 360 s).
+    assert inject_specs(120) == ["camera_stop@60/360", "reflex@180/360", "gripper_stuck@300/360"]
 
 
 def test_log_watch_counts_only_whole_new_lines(tmp_path):
