@@ -14,7 +14,7 @@ from spec.config import load_config
 from spec.step import ActionSpace, ObsSpec
 
 
-def write_random_demos(store: Path) -> None:
+def write_random_demos(store: Path | str) -> None:
     """Two successful demos per direction, random but shaped as the sim daemon records them: the
     classifiers get positives without minutes of scripted demonstrations."""
     cfg = load_config("sim", env={})

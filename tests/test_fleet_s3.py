@@ -19,8 +19,9 @@ import yaml
 
 from replay.store import ReplayReader
 from tests.daemon_proc import REPO, child_environment, restart_daemon, start_daemon, stop_daemon, wait_for
+from tests.random_demos import write_random_demos
 from tests.s3_server import s3_server
-from tests.test_process_faults import OVERRIDES, START_S, _write_demos
+from tests.test_process_faults import OVERRIDES, START_S
 
 BUCKET = "fleet"
 # Every commit is a PUT per array plus the record, and moto's server on a loaded 2-core box answers
@@ -62,7 +63,7 @@ def test_two_robots_on_s3_one_learner_one_daemon_killed_and_restarted(tmp_path: 
         daemons: dict = {}
         try:
             for url in urls.values():
-                _write_demos(url)  # successful demos, so the classifiers have positives
+                write_random_demos(url)  # successful demos, so the classifiers have positives
 
             def start(name: str):
                 store = {"path": urls[name], "endpoint_url": s3.endpoint_url, "lock_lease_s": 6.0,
