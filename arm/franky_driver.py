@@ -30,7 +30,7 @@ import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState, ArmStats, ArmTarget
 from arm.gripper import GripperWorker
-from arm.recovery import MAX_ERRORS_KEPT, RecoveryMachine, RecoveryState
+from arm.recovery import MAX_ERRORS_KEPT, RECOVERY_MODES, RecoveryMachine, RecoveryState
 from arm.tracking import TRACKINGS, Tracking
 from spec.clock import now
 from spec.config import Config
@@ -40,14 +40,6 @@ log = logging.getLogger(__name__)
 
 THREAD_JOIN_S = 3.0
 CONNECT_TIMEOUT_S = 15.0
-_RECOVERY_MODES = {
-    RecoveryState.REFLEX: ArmMode.REFLEX,
-    RecoveryState.RECOVERING: ArmMode.RECOVERING,
-    RecoveryState.VERIFY: ArmMode.RECOVERING,
-    RecoveryState.RETREAT: ArmMode.RECOVERING,
-    RecoveryState.HOME: ArmMode.RECOVERING,
-    RecoveryState.PAUSED: ArmMode.PAUSED,
-}
 
 
 def _franky() -> Any:
@@ -346,7 +338,7 @@ class FrankyArm(Arm):
             return ArmMode.DISCONNECTED
         if self._mode is ArmMode.STOPPED:
             return ArmMode.STOPPED
-        return _RECOVERY_MODES.get(self._machine.state, self._mode)
+        return RECOVERY_MODES.get(self._machine.state, self._mode)
 
     @property
     def stopped(self) -> bool:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from arm.base import ArmStats
+from arm.base import ArmMode, ArmStats
 from spec.config import RecoveryConfig
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,17 @@ class RecoveryState(enum.StrEnum):
     RETREAT = "retreat"
     HOME = "home"
     PAUSED = "paused"
+
+
+# What an arm reports as its mode while its recovery machine is past RUNNING (sim and franky alike).
+RECOVERY_MODES = {
+    RecoveryState.REFLEX: ArmMode.REFLEX,
+    RecoveryState.RECOVERING: ArmMode.RECOVERING,
+    RecoveryState.VERIFY: ArmMode.RECOVERING,
+    RecoveryState.RETREAT: ArmMode.RECOVERING,
+    RecoveryState.HOME: ArmMode.RECOVERING,
+    RecoveryState.PAUSED: ArmMode.PAUSED,
+}
 
 
 class RecoverableRobot(Protocol):

@@ -19,7 +19,7 @@ import contextlib
 import numpy as np
 
 from arm.base import Arm, ArmMode, ArmState, ArmStats, ArmTarget, GripperNotAnswering
-from arm.recovery import RecoveryMachine, RecoveryState
+from arm.recovery import RECOVERY_MODES, RecoveryMachine, RecoveryState
 from sim.controller import Phase
 from sim.world import SimWorld
 from spec.clock import now
@@ -30,14 +30,6 @@ _MODES = {
     Phase.HOMING: ArmMode.HOMING,
     Phase.STOPPED: ArmMode.STOPPED,
     Phase.REFLEX: ArmMode.REFLEX,
-}
-_RECOVERY_MODES = {
-    RecoveryState.REFLEX: ArmMode.REFLEX,
-    RecoveryState.RECOVERING: ArmMode.RECOVERING,
-    RecoveryState.VERIFY: ArmMode.RECOVERING,
-    RecoveryState.RETREAT: ArmMode.RECOVERING,
-    RecoveryState.HOME: ArmMode.RECOVERING,
-    RecoveryState.PAUSED: ArmMode.PAUSED,
 }
 
 
@@ -137,7 +129,7 @@ class SimArm(Arm):
         elif snap.phase is Phase.STOPPED:
             mode = ArmMode.STOPPED
         elif machine.state is not RecoveryState.RUNNING:
-            mode = _RECOVERY_MODES[machine.state]
+            mode = RECOVERY_MODES[machine.state]
         else:
             mode = _MODES[snap.phase]
         # Copies: a caller editing its state in place must not change what others read.

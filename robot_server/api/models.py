@@ -209,7 +209,16 @@ class PolicySummary(Reply):
     rejected: int
 
 
-class SessionSummary(Reply):
+class StaleFrames(Reply):
+    """A session's, demo's or eval's stale-frame spells (robot_server.stale)."""
+
+    stale_ticks: int = Field(..., description="ticks held because a frame was late")
+    stale_spells: int = Field(..., description="runs of consecutive stale ticks")
+    stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
+    stale_s: float = Field(..., description="length of the current stale spell, s")
+
+
+class SessionSummary(StaleFrames):
     id: str
     params: SessionParams
     direction: Direction
@@ -224,24 +233,16 @@ class SessionSummary(Reply):
     interventions_by_kind: dict[str, int]
     reset_requested: str | None
     started_at: float
-    stale_ticks: int = Field(..., description="ticks held because a frame was late")
-    stale_spells: int = Field(..., description="runs of consecutive stale ticks")
-    stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
-    stale_s: float = Field(..., description="length of the current stale spell, s")
     paused_for_frames: bool = Field(..., description="practice holds while the cameras are reset")
     paused_for_store: bool = Field(..., description="practice holds while the store's disk is full")
     end_reason: str | None = Field(None, description="why it ended; absent while it runs")
 
 
-class DemoStatus(Reply):
+class DemoStatus(StaleFrames):
     direction: Direction
     source: DemoSource
     steps: int
     stage: Stage
-    stale_ticks: int = Field(..., description="ticks held because a frame was late")
-    stale_spells: int = Field(..., description="runs of consecutive stale ticks")
-    stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
-    stale_s: float = Field(..., description="length of the current stale spell, s")
     hold_steps_left: int | None = Field(None, description="only while the goal is being held")
 
 
@@ -254,7 +255,7 @@ class EvalEpisodeResult(Reply):
     goal_score: float | None
 
 
-class EvalSummary(Reply):
+class EvalSummary(StaleFrames):
     id: str
     episodes: int
     horizon: int
@@ -264,10 +265,6 @@ class EvalSummary(Reply):
     policy_version: int | None
     successes: int
     results: list[EvalEpisodeResult]
-    stale_ticks: int = Field(..., description="ticks held because a frame was late")
-    stale_spells: int = Field(..., description="runs of consecutive stale ticks")
-    stale_camera_resets: int = Field(..., description="camera resets after frames stayed stale for session.stale_pause_s")
-    stale_s: float = Field(..., description="length of the current stale spell, s")
     end_reason: str | None = Field(None, description="why it ended; absent while it runs")
 
 
