@@ -69,4 +69,14 @@ if [[ ! -f "$stamp" ]]; then
   "${pip[@]}" install -e ".[${extras}]"
   touch "$stamp"
 fi
+
+# The CUDA build of torch brings triton (GPU kernels for torch.compile, which nothing here uses).
+# Without a GPU it only costs: importing it (torch does, lazily, at its first optimiser) crashed the
+# test process with a segfault in triton's C extension midway through `make test`. torch runs
+# without it, so on a machine with no NVIDIA GPU it is removed (after the project install, which
+# would bring it back as torch's dependency).
+if ! nvidia-smi -L >/dev/null 2>&1 && .venv/bin/python -m pip show -q triton >/dev/null 2>&1; then
+  log "no NVIDIA GPU: removing triton (torch.compile's GPU backend)"
+  "${pip[@]}" uninstall -y triton
+fi
 log "venv ready"
