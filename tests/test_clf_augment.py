@@ -12,7 +12,7 @@ from learner.classifier import ClassifierLearner
 from learner.clf_augment import ClassifierAugment
 from learner.settings import Settings
 from policies.networks import PRESETS
-from spec.config import ConfigError
+from spec.config import ConfigError, LearnerConfig
 from spec.step import CameraSpec, ObsSpec
 from tests.learner_fakes import tiny_config
 
@@ -91,7 +91,8 @@ def test_scoring_is_never_augmented_but_training_is():
 def test_the_config_names_a_bad_kind_and_settings_carry_a_good_one(tmp_path: Path):
     with pytest.raises(ConfigError, match="classifier_augment"):
         tiny_config(tmp_path, classifier_augment="mixup")
-    assert Settings.from_config(tiny_config(tmp_path)).clf_augment == "v2"  # the default
+    assert LearnerConfig().classifier_augment == "v2"  # the default (tiny_config picks shift for test time)
+    assert Settings.from_config(tiny_config(tmp_path, classifier_augment="v2")).clf_augment == "v2"
     assert Settings.from_config(tiny_config(tmp_path, classifier_augment="shift")).clf_augment == "shift"
     with pytest.raises(ValueError, match="'crop'"):
         ClassifierAugment("crop", (H, W))
