@@ -468,13 +468,8 @@ class Trainer:
             return self._run_together(stop, max_updates, on_progress)
         while not stop.is_set():
             self.poll()
-            m = self.train_once()
-            if on_progress is not None:
-                on_progress(self, m)
-            if max_updates is not None and self.ready and sum(a.updates for a in self.agents.values()) >= max_updates:
+            if self._step(stop, max_updates, on_progress):
                 break
-            if m is None:
-                stop.wait(min(0.2, self.settings.poll_s))
 
     def _run_together(
         self,
@@ -492,13 +487,25 @@ class Trainer:
                 break
             if polling:
                 self.poll(force=True)
-            m = self.train_once()
-            if on_progress is not None:
-                on_progress(self, m)
-            if max_updates is not None and self.ready and sum(a.updates for a in self.agents.values()) >= max_updates:
+            if self._step(stop, max_updates, on_progress):
                 break
-            if m is None:
-                stop.wait(min(0.2, self.settings.poll_s))
+
+    def _step(
+        self,
+        stop: threading.Event,
+        max_updates: int | None,
+        on_progress: Callable[[Trainer, dict[str, float] | None], None] | None,
+    ) -> bool:
+        """One unit of training, reported; True once max_updates is reached. Idles briefly when
+        there was nothing to train on."""
+        m = self.train_once()
+        if on_progress is not None:
+            on_progress(self, m)
+        if max_updates is not None and self.ready and sum(a.updates for a in self.agents.values()) >= max_updates:
+            return True
+        if m is None:
+            stop.wait(min(0.2, self.settings.poll_s))
+        return False
 
     # --- training state ---
     @property
