@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sample-s", type=float, default=60.0, help="seconds between samples")
     ap.add_argument("--cut-s", type=float, default=20.0, help="length of a network cut, s")
     ap.add_argument("--recovery-timeout-s", type=float, default=600.0, help="a fault not recovered by then fails")
+    ap.add_argument("--realtime-priority", type=int, default=0, choices=range(100), metavar="0-99",
+                    help="control.realtime_priority for the daemon (SCHED_FIFO control thread; 0: off, as shipped)")
     ap.add_argument("--learner-capacity", type=int, default=2000, help="steps per learner replay ring")
     ap.add_argument("--rss-growth", type=float, default=0.20,
                     help="bound: RSS after the baseline may exceed the baseline's by this fraction")
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
     inject = inject_specs(args.fault_every) if args.device_faults else []
     print(f"soak: {args.minutes:g} min in {workdir}; process fault every {args.fault_every:g} s; "
           f"device faults: {' '.join(inject) or 'off'}", flush=True)
-    rig = Rig(workdir, inject, args.learner_capacity)
+    rig = Rig(workdir, inject, args.learner_capacity, args.realtime_priority)
     sampler = Sampler(rig, t0, args.sample_s, args.device_faults)
     faults: list[dict] = []
     unexpected: list[str] = []

@@ -82,7 +82,7 @@ class LogWatch:
 
 
 class Rig:
-    def __init__(self, workdir: Path, inject: list[str], capacity: int) -> None:
+    def __init__(self, workdir: Path, inject: list[str], capacity: int, realtime_priority: int = 0) -> None:
         self.workdir = workdir
         self.run_dir = workdir / "learner"
         write_random_demos(workdir / "store.zarr")
@@ -95,8 +95,9 @@ class Rig:
         args = tuple(a for spec in inject for a in ("--inject", spec)) + ("--policy", "learned")
         spawned = time.monotonic()
         try:
-            self.daemon: DaemonProc = start_daemon(
-                workdir, overrides=learner_overrides(self.run_dir, capacity), timeout=START_S, args=args)
+            # In the config file, not the environment: children get none of this shell's ROBOT__ vars.
+            overrides = learner_overrides(self.run_dir, capacity) | {"control": {"realtime_priority": realtime_priority}}
+            self.daemon: DaemonProc = start_daemon(workdir, overrides=overrides, timeout=START_S, args=args)
         except RuntimeError as exc:
             if inject and "--inject" in str(exc):
                 raise InjectRejected(str(exc)) from None

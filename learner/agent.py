@@ -77,8 +77,9 @@ class Agent:
         self.encoder.to(memory_format=self.memory_format)
         repr_dim = self.encoder.repr_dim
         dims = (repr_dim, spec.proprio_dim, adim, sizes.feature_dim, sizes.hidden_dim, sizes.num_critics)
-        self.critic = Critic(*dims, hidden_layers=sizes.critic_layers).to(self.device)
-        self.critic_target = Critic(*dims, hidden_layers=sizes.critic_layers).to(self.device)
+        head = {"hidden_layers": sizes.critic_layers, "layer_norm": sizes.critic_layer_norm}
+        self.critic = Critic(*dims, **head).to(self.device)
+        self.critic_target = Critic(*dims, **head).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self._critic_params = list(self.critic.parameters())

@@ -199,6 +199,9 @@ def train_sim(
     backward_entropy: Annotated[
         str, typer.Option(help="sim backward entropy term: learned (MEDALPP.md, alpha from 1) | off (alpha = 0)")
     ] = "learned",
+    critic_layer_norm: Annotated[
+        bool | None, typer.Option(help="LayerNorm in the Q heads' hidden layers (RLPD); default: the preset's")
+    ] = None,
     jitter_m: Annotated[float, typer.Option(help="start jitter of the cube, m")] = 0.05,
     jitter_yaw_deg: Annotated[float, typer.Option(help="start yaw jitter of the cube, deg")] = 45.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -222,7 +225,7 @@ def train_sim(
             eval_episodes=eval_episodes, seed_steps=seed_steps, preset=preset, start_jitter_m=jitter_m,
             start_jitter_yaw_deg=jitter_yaw_deg, device=device, bc_forward=_schedule("--bc-forward", bc_forward),
             bc_backward=_schedule("--bc-backward", bc_backward), backward_positives=backward_positives,
-            backward_reward=backward_reward, backward_entropy=backward_entropy,
+            backward_reward=backward_reward, backward_entropy=backward_entropy, critic_layer_norm=critic_layer_norm,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

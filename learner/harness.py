@@ -80,6 +80,7 @@ class HarnessConfig:
     backward_reward: str | None = None  # None: MEDALPP.md's sim reward (neg_log_1mp); "log_p" bounds it <= 0 (ablation)
     backward_entropy: str = "learned"  # "learned" (MEDALPP.md sim: alpha from 1, target -|A|/2) | "off" (alpha = 0, ablation)
     bc_batch_size: int = 256  # bc method: demo rows per step
+    critic_layer_norm: bool | None = None  # None: the preset's; True adds LayerNorm to the Q heads (RLPD)
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
 
@@ -163,9 +164,12 @@ class SimHarness:
         lc = self.cfg.learner.model_copy(update={"setting": "sim", "mode": hc.mode})
         base = Settings.from_config(self.cfg.model_copy(update={"learner": lc}), hc.mode)
         preset = hc.preset or ("state" if hc.mode == "state" else "sim")
+        sizes = PRESETS[preset]
+        if hc.critic_layer_norm is not None:
+            sizes = dataclasses.replace(sizes, critic_layer_norm=hc.critic_layer_norm)
         s = dataclasses.replace(
             base,
-            sizes=PRESETS[preset],
+            sizes=sizes,
             seed_steps=base.seed_steps if hc.seed_steps is None else hc.seed_steps,
             capacity=max(hc.env_steps + 1000, 2000),
             backward_positives_initial=hc.initial_positives if hc.method == "fbrl" else 0,

@@ -35,6 +35,9 @@ class NetworkSizes:
     encoder_channels: int = 32
     target_subset: int = 2  # REDQ: target heads drawn per critic update
     critic_layers: int = 4  # hidden layers of each Q head (MEDALPP.md: 4)
+    # LayerNorm after each hidden layer of the Q heads (RLPD, Ball et al. 2023): bounds how far Q
+    # extrapolates to actions no stored transition has, which an actor without BC exploits.
+    critic_layer_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "feature_dim", "encoder_channels", "critic_layers"):
@@ -53,14 +56,15 @@ class NetworkSizes:
             encoder_channels=net.encoder_channels or base.encoder_channels,
             target_subset=base.target_subset,
             critic_layers=base.critic_layers,
+            critic_layer_norm=base.critic_layer_norm,
         )
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetworkSizes:
-        return cls(**{k: int(v) for k, v in d.items()})
+        return cls(**{k: bool(v) if k == "critic_layer_norm" else int(v) for k, v in d.items()})
 
 
 PRESETS: dict[str, NetworkSizes] = {
@@ -241,6 +245,7 @@ class Critic(nn.Module):
         hidden_dim: int,
         n: int,
         hidden_layers: int = 4,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         self.n = n
@@ -248,6 +253,7 @@ class Critic(nn.Module):
         self.trunk_norm = EnsembleLayerNorm(n, feature_dim)
         dims = [feature_dim + proprio_dim + action_dim] + [hidden_dim] * hidden_layers + [1]
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(n, hidden_dim) for _ in range(hidden_layers)) if layer_norm else None
 
     def trunk(self, h: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
         return torch.tanh(self.trunk_norm(self.trunk_linear(h, heads), heads))
@@ -260,7 +266,7 @@ class Critic(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, heads)
             if i < len(self.layers) - 1:
-                x = F.relu(x)
+                x = F.relu(x if self.norms is None else self.norms[i](x, heads))
         return x
 
     def forward(
