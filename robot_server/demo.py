@@ -34,6 +34,10 @@ DEMO_OVERRIDES = {
     "ROBOT__LEARNER__SAVE_EVERY": "500",
     "ROBOT__LEARNER__CLF_FORWARD_EVERY": "200",
     "ROBOT__LEARNER__CLF_BACKWARD_EVERY": "50",
+    # The learner trains beside the loop on the same cores: a SCHED_FIFO control thread keeps the
+    # tick on time (bench/results/load-quiet*.json). Without the privilege the daemon logs a warning
+    # and runs the loop at normal priority.
+    "ROBOT__CONTROL__REALTIME_PRIORITY": "50",
 }
 
 app = typer.Typer(add_completion=False)
