@@ -7,7 +7,9 @@ few milliseconds; motions (a target, going home, the gripper) run asynchronously
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from spec.clock import now
 from spec.step import ArmMode, ArmState, ArmTarget
@@ -76,3 +78,9 @@ class Arm(abc.ABC):
     def help_request(self) -> str | None:
         """Why the arm needs the operator (e.g. paused after repeated reflexes), or None."""
         return None
+
+    def decorate_gripper(self, wrap: Callable[[Any], Any]) -> bool:
+        """Talk to the gripper through `wrap(gripper)` from now on, and again after every connect
+        (e.g. a fault-rehearsal decorator); False if this arm has no gripper of its own. The gripper
+        keeps its backend's interface (sim.arm.SimGripper, franky.Gripper): `wrap` must too."""
+        return False

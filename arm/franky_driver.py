@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,7 @@ class FrankyArm(Arm):
         self.home_joints = np.asarray(cfg.arm.home_joints, dtype=np.float64)  # JointMotion wants numpy
         self.robot: Any = None
         self.gripper: Any = None
+        self._gripper_wraps: list[Callable[[Any], Any]] = []  # decorate_gripper(), applied at each connect
         self._stats = ArmStats()
         self._mode = ArmMode.DISCONNECTED
         self._disconnect_reason: str | None = None
@@ -140,6 +142,8 @@ class FrankyArm(Arm):
         franky = _franky()
         arm = self.cfg.arm
         self.robot, self.gripper = self._open_connections(franky)
+        for wrap in self._gripper_wraps:
+            self.gripper = wrap(self.gripper)
         self._tracking = TRACKINGS[arm.tracking](franky, self.robot, self.cfg)
         self._machine = RecoveryMachine(
             _RecoveryAdapter(self),
@@ -324,6 +328,15 @@ class FrankyArm(Arm):
     @property
     def stats(self) -> ArmStats:
         return self._stats
+
+    def decorate_gripper(self, wrap: Callable[[Any], Any]) -> bool:
+        """`wrap` gets the franky Gripper (the one the gripper thread talks to) at every connect."""
+        self._gripper_wraps.append(wrap)
+        if self.gripper is not None:  # connected already: the gripper thread uses it from its next call on
+            self.gripper = wrap(self.gripper)
+            if self._gripper_worker is not None:
+                self._gripper_worker.gripper = self.gripper
+        return True
 
     def help_request(self) -> str | None:
         if self._disconnect_reason is not None:

@@ -64,9 +64,9 @@ def run(
     port: int | None = typer.Option(None, min=0, max=65535, help="override server.port"),
     inject: list[str] = typer.Option(
         [], "--inject", metavar="KIND@START[/EVERY]",
-        help="rehearse a device fault (sim only; repeatable): KIND (camera_stop, reflex, gripper_stuck, "
-        "spacemouse_unplug, takeover) START seconds after the loop starts, then every EVERY seconds; "
-        "GET /faults shows each with its detection and recovery",
+        help="rehearse a device fault (the sim, or franka-sim: franky with arm.host on loopback; repeatable): "
+        "KIND (camera_stop, reflex, gripper_stuck, spacemouse_unplug, takeover) START seconds after the loop "
+        "starts, then every EVERY seconds; GET /faults shows each with its detection and recovery",
     ),
 ) -> None:
     """Run the 10 Hz control daemon (and the operator API at http://host:port/)."""

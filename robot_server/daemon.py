@@ -107,7 +107,7 @@ class Daemon:
         teleops: list[Any] = [t for t in (self.spacemouse, self.keyboard) if t is not None]
         self.faults = FaultLog()
         # Rehearsed faults (--inject): decorators around the devices, put in place once, here.
-        self.injector = FaultInjector(inject, self.faults, self.space)
+        self.injector = FaultInjector(inject, self.faults, self.space, arm_backend=cfg.arm.backend)
         try:
             teleops = self.injector.wrap(self.devices, teleops)
         except Exception:

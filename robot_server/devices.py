@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,3 +122,6 @@ class _Mirrored(Arm):
 
     def help_request(self) -> str | None:
         return self.inner.help_request()
+
+    def decorate_gripper(self, wrap: Callable[[Any], Any]) -> bool:
+        return self.inner.decorate_gripper(wrap)

@@ -1,4 +1,4 @@
-"""Rehearse device faults on the sim: `robot-server run --inject KIND@START[/EVERY]`.
+"""Rehearse device faults: `robot-server run --inject KIND@START[/EVERY]`.
 
 Each kind is a decorator around a device interface, put in place once when the daemon builds its
 devices, so nothing in the loop knows about injection; the daemon notices each fault through its
@@ -6,23 +6,34 @@ own paths (robot_server.device_watch) and GET /faults shows when.
 
     camera_stop        the first camera delivers no new frame for CAMERA_STOP_S, or until the
                        daemon resets it (which practice does after session.stale_pause_s)
-    reflex             the sim controller stops on a reflex, as libfranka's does on a collision;
-                       the sim arm's recovery state machine (arm.recovery) takes it from there
-    gripper_stuck      the gripper answers neither reads nor commands for GRIPPER_STUCK_S
+    reflex             the arm's controller stops on a reflex and the arm's recovery state
+                       machine (arm.recovery) takes it from there. sim: the sim controller stops,
+                       as libfranka's does on a collision. franky on franka-sim: this process is
+                       paused (SIGSTOP) for REFLEX_PAUSE_S, libfranka misses its 1 kHz cycles and
+                       franka-sim aborts the motion with communication_constraints_violation, a
+                       real reflex (a starved robot PC makes the same). franka-sim raises it only
+                       when started with --enforce-comm-constraints; without, GET /faults shows
+                       the reflex injected and never detected
+    gripper_stuck      the gripper answers neither reads nor commands for GRIPPER_STUCK_S (franky:
+                       on the gripper thread, reads block for libfranka's UDP timeout and then
+                       fail, commands are held until the gripper answers again)
     spacemouse_unplug  the SpaceMouse (or, without one, the first teleop device) cannot be read
                        for UNPLUG_S: it reports a fault and drives nothing
     takeover           an operator takes the arm over for TAKEOVER_S, moving it sideways by
                        about TAKEOVER_OFFSET_M (alternately left and right), then lets go
 
-Only with `arm.backend: sim`: on a real robot a rehearsed reflex would run real recovery moves and
-a stuck gripper would be indistinguishable from a broken one, so the CLI refuses it.
+Only with `arm.backend: sim`, or `franky` with `arm.host` on loopback (franka-sim; a real Franka is
+never on loopback): on a real robot a rehearsed reflex would run real recovery moves and a stuck
+gripper would be indistinguishable from a broken one, so the CLI refuses it.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +48,7 @@ from robot_server.devices import Devices
 from robot_server.faults import FaultKind, FaultLog
 from robot_server.teleop import Teleop
 from robot_server.teleop.mapping import TeleopEvent, motion_action
-from spec.config import Config
+from spec.config import Config, is_loopback
 from spec.step import ActionSpace
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,8 @@ GRIPPER_STUCK_S = 3.0
 UNPLUG_S = 3.0
 TAKEOVER_S = 1.5
 TAKEOVER_OFFSET_M = 0.06
+REFLEX_PAUSE_S = 0.3  # franky: far more than the 20 lost 1 kHz cycles that make franka-sim's reflex
+FRANKY_READ_TIMEOUT_S = 1.0  # libfranka's UDP receive timeout (franka::Network's default)
 
 _SPEC = re.compile(r"^(?P<kind>[a-z_]+)@(?P<start>[0-9.]+)(?:/(?P<every>[0-9.]+))?$")
 
@@ -83,10 +96,15 @@ class InjectSpec:
 
 
 def check_allowed(cfg: Config) -> None:
-    """Injection rehearses faults on the simulated arm only (see the module docstring)."""
-    if cfg.arm.backend != "sim":
-        raise InjectSpecError(f"--inject needs arm.backend: sim (this config has {cfg.arm.backend!r}): "
-                              "faults are rehearsed in the sim, never injected into a real robot")
+    """Injection rehearses faults on the sim arm or on franka-sim only (see the module docstring)."""
+    arm = cfg.arm
+    if arm.backend == "sim" or (arm.backend == "franky" and is_loopback(arm.host)):
+        return
+    raise InjectSpecError(
+        f"--inject needs arm.backend: sim, or franky on franka-sim (arm.host on loopback); this config has "
+        f"arm.backend: {arm.backend!r} with arm.host: {arm.host!r}: faults are rehearsed in a simulator, "
+        "never injected into a real robot"
+    )
 
 
 # --------------------------------------------------------------------------------- decorators
@@ -150,6 +168,89 @@ class HangingGripper:
     def command(self, closed: bool) -> bool:
         self._check()
         return self.inner.command(closed)
+
+
+class HangingFrankyGripper:
+    """A franky Gripper (as arm.gripper.GripperWorker uses it, on its own thread) that can stop
+    answering the way libfranka sees a silent gripper: a `width` read blocks for libfranka's UDP
+    timeout (FRANKY_READ_TIMEOUT_S), then fails; a command returns a future that is not done until
+    the gripper answers again, when the command goes out (at the next read, or wait on it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._until = 0.0
+        self._held: list[_HeldCommand] = []
+
+    def hang_for(self, seconds: float) -> None:
+        self._until = time.monotonic() + seconds
+
+    def silent_for(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+    @property
+    def width(self) -> float:
+        silent = self.silent_for()
+        if silent > 0.0:
+            time.sleep(min(silent, FRANKY_READ_TIMEOUT_S))
+            if self.silent_for() > 0.0:
+                raise GripperNotAnswering(f"libfranka: UDP receive: Timeout ({FRANKY_READ_TIMEOUT_S:g} s)")
+        held, self._held = self._held, []
+        for command in held:
+            command.send()
+        return self.inner.width
+
+    @property
+    def max_width(self) -> float:
+        return self.inner.max_width
+
+    def grasp_async(self, *args: Any, **kwargs: Any) -> Any:
+        return self._command(lambda: self.inner.grasp_async(*args, **kwargs))
+
+    def open_async(self, *args: Any, **kwargs: Any) -> Any:
+        return self._command(lambda: self.inner.open_async(*args, **kwargs))
+
+    def move_async(self, *args: Any, **kwargs: Any) -> Any:
+        return self._command(lambda: self.inner.move_async(*args, **kwargs))
+
+    def _command(self, issue: Callable[[], Any]) -> Any:
+        if self.silent_for() <= 0.0:
+            return issue()
+        self._held.append(_HeldCommand(issue, self))
+        return self._held[-1]
+
+    def __getattr__(self, name: str) -> Any:  # the rest of franky's Gripper
+        return getattr(self.inner, name)
+
+
+class _HeldCommand:
+    """The future (franky's `wait(timeout)`, `get()`) of a command given to a silent gripper: sent
+    once the gripper answers again, then it is that command's own future."""
+
+    def __init__(self, issue: Callable[[], Any], gripper: HangingFrankyGripper) -> None:
+        self._issue = issue
+        self._gripper = gripper
+        self._future: Any = None
+
+    def send(self) -> Any:
+        if self._future is None:
+            self._future = self._issue()
+        return self._future
+
+    def _sent(self, timeout: float | None) -> Any:
+        if self._future is None:
+            silent = self._gripper.silent_for()
+            if timeout is not None and timeout < silent:
+                time.sleep(max(0.0, timeout))
+                return None
+            time.sleep(silent)
+        return self.send()
+
+    def wait(self, timeout: float) -> bool:
+        future = self._sent(timeout)
+        return future is not None and bool(future.wait(timeout))
+
+    def get(self) -> Any:
+        return self._sent(None).get()
 
 
 class UnpluggableTeleop:
@@ -234,10 +335,12 @@ class InjectedOperator:
 class FaultInjector:
     """Puts the decorators in place (`wrap`), then fires each spec on its own thread (`start`)."""
 
-    def __init__(self, specs: Sequence[InjectSpec], faults: FaultLog, space: ActionSpace) -> None:
+    def __init__(self, specs: Sequence[InjectSpec], faults: FaultLog, space: ActionSpace,
+                 arm_backend: str = "sim") -> None:
         self.specs = list(specs)
         self.faults = faults
         self.space = space
+        self.arm_backend = arm_backend  # cfg.arm.backend: how a reflex is made, which gripper is wrapped
         self._fire: dict[FaultKind, tuple[str, Callable[[], None]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -254,18 +357,23 @@ class FaultInjector:
             self._fire[FaultKind.CAMERA_STOP] = (f"camera {name} stops for up to {CAMERA_STOP_S:g} s",
                                                  lambda: cam.stop_for(CAMERA_STOP_S))
         if FaultKind.REFLEX in kinds:
-            world = devices.world
-            if world is None:
-                raise InjectSpecError("--inject reflex: needs the sim world")
-            self._fire[FaultKind.REFLEX] = ("the sim controller stops on a reflex",
-                                            lambda: world.reflex("injected reflex"))
+            self._fire[FaultKind.REFLEX] = self._reflex(devices)
         if FaultKind.GRIPPER_STUCK in kinds:
-            arm = devices.arm
-            if not hasattr(arm, "gripper"):
-                raise InjectSpecError("--inject gripper_stuck: this arm has no sim gripper")
-            gripper = arm.gripper = HangingGripper(arm.gripper)  # type: ignore[attr-defined]
-            self._fire[FaultKind.GRIPPER_STUCK] = (f"the gripper stops answering for {GRIPPER_STUCK_S:g} s",
-                                                   lambda: gripper.hang_for(GRIPPER_STUCK_S))
+            hanging = HangingFrankyGripper if self.arm_backend == "franky" else HangingGripper
+            grippers: list[HangingGripper | HangingFrankyGripper] = []
+
+            def wrap(inner: Any) -> Any:  # at once on the sim, at each connect on franky
+                grippers.append(hanging(inner))
+                return grippers[-1]
+
+            if not devices.arm.decorate_gripper(wrap):
+                raise InjectSpecError("--inject gripper_stuck: this arm has no gripper")
+
+            def hang() -> None:
+                for gripper in grippers:
+                    gripper.hang_for(GRIPPER_STUCK_S)
+
+            self._fire[FaultKind.GRIPPER_STUCK] = (f"the gripper stops answering for {GRIPPER_STUCK_S:g} s", hang)
         teleops = list(teleops)
         if FaultKind.SPACEMOUSE_UNPLUG in kinds:
             if not teleops:
@@ -280,6 +388,15 @@ class FaultInjector:
             self._fire[FaultKind.TAKEOVER] = (f"an operator takes over for {TAKEOVER_S:g} s",
                                               lambda: operator.take_over_for(TAKEOVER_S))
         return teleops
+
+    def _reflex(self, devices: Devices) -> tuple[str, Callable[[], None]]:
+        if self.arm_backend == "franky":
+            return (f"this process pauses for {REFLEX_PAUSE_S:g} s: franka-sim stops the motion on a "
+                    "communication reflex", lambda: pause_this_process(REFLEX_PAUSE_S))
+        world = devices.world
+        if world is None:
+            raise InjectSpecError("--inject reflex: needs the sim world")
+        return "the sim controller stops on a reflex", lambda: world.reflex("injected reflex")
 
     def start(self) -> None:
         if not self.specs:
@@ -318,3 +435,18 @@ class FaultInjector:
                 log.exception("injecting %s failed", spec.kind.value)
             if spec.every_s is not None:
                 heapq.heappush(due, (at + spec.every_s, i, spec))
+
+
+def pause_this_process(seconds: float) -> None:
+    """Stop this whole process (SIGSTOP) for `seconds` from a helper process that then sends
+    SIGCONT; returns when it runs again. This is how tests/franka_sim.py pauses a franky client to
+    make franka-sim (with --enforce-comm-constraints) abort its motion: libfranka's thread misses
+    its cycles, as on a starved robot PC."""
+    if os.getpid() == 1:
+        raise RuntimeError("this process is PID 1, which ignores SIGSTOP from inside its PID namespace (a "
+                           "container without an init): run it with an init (compose `init: true`)")
+    helper = subprocess.Popen(
+        ["/bin/sh", "-c", 'kill -STOP "$1"; sleep "$2"; kill -CONT "$1"', "pause", str(os.getpid()), f"{seconds:g}"],
+        stdin=subprocess.DEVNULL, start_new_session=True,  # its own session: never stopped with us
+    )
+    helper.wait(timeout=seconds + 30.0)

@@ -15,6 +15,8 @@ working and the last width and command stay, as with franky's gripper thread.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -90,10 +92,14 @@ class SimArm(Arm):
         self.high = np.asarray(cfg.workspace.high, dtype=np.float64)
         self._connected = False
         self._stats = ArmStats()
-        self.gripper: SimGripper = SimGripper(world)  # a fault injector may wrap it
+        self.gripper: Any = SimGripper(world)  # a SimGripper, or a decorator around one
         self._gripper_width = 0.0
         self._gripper_closed = False
         self._machine = RecoveryMachine(_SimRecovery(self), cfg.arm.recovery, self._stats)
+
+    def decorate_gripper(self, wrap: Callable[[Any], Any]) -> bool:
+        self.gripper = wrap(self.gripper)  # used from the next read() or send_target() on
+        return True
 
     def connect(self) -> None:
         with self.world.lock:

@@ -1,10 +1,10 @@
-"""An in-process sim daemon for tests that drive the supervisor directly (no HTTP)."""
+"""An in-process daemon (sim, or franky on franka-sim) for tests that drive the supervisor directly (no HTTP)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextmanager
-def sim_daemon(tmp: Path, env: Mapping[str, str] | None = None, inject: Sequence[InjectSpec] = ()) -> Iterator[Daemon]:
-    """The packaged sim config with a private store and checkpoint dir, started and stopped;
-    `env`: more ROBOT__SECTION__FIELD overrides; `inject`: device faults to rehearse (--inject)."""
-    cfg = load_config("sim", env={
+def inproc_daemon(config: str | Path, tmp: Path, env: Mapping[str, str] | None = None,
+                  inject: Sequence[InjectSpec] = ()) -> Iterator[Daemon]:
+    """A config (a packaged one's name: `sim`, `franka`; or a path) with a private store and
+    checkpoint dir, started and stopped; `env`: more ROBOT__SECTION__FIELD overrides; `inject`:
+    device faults to rehearse (--inject)."""
+    cfg = load_config(config, env={
         "ROBOT__STORE__PATH": str(tmp / "store.zarr"),
         "ROBOT__SERVER__CHECKPOINT_DIR": str(tmp / "policies"),
         "ROBOT__CONTROL__STATUS_LINE": "false",
@@ -39,3 +41,9 @@ def sim_daemon(tmp: Path, env: Mapping[str, str] | None = None, inject: Sequence
         yield d
     finally:
         d.stop()
+
+
+def sim_daemon(tmp: Path, env: Mapping[str, str] | None = None,
+               inject: Sequence[InjectSpec] = ()) -> AbstractContextManager[Daemon]:
+    """The packaged sim config, as `inproc_daemon` starts it."""
+    return inproc_daemon("sim", tmp, env, inject)

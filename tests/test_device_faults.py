@@ -12,17 +12,16 @@ import time
 
 import numpy as np
 import pytest
+from device_fault_steps import inject, practise, stop_and_check_store
 from inproc_daemon import sim_daemon, wait_until
 from typer.testing import CliRunner
 
 from arm.gripper import GripperWorker
 from replay.store import ReplayReader
 from robot_server.cli import app
-from robot_server.daemon import Daemon
 from robot_server.devices import Devices
 from robot_server.fault_injection import FaultInjector, InjectSpec, InjectSpecError
 from robot_server.faults import FaultKind, FaultLog
-from robot_server.session import SessionParams
 from spec.config import ArmConfig, load_config
 from spec.step import ActionSpace
 
@@ -38,43 +37,6 @@ def daemon(tmp_path_factory):
         yield d
 
 
-def practise(d: Daemon) -> str:
-    params = SessionParams(policy="random", phase_steps=10_000, home_every=0, home_at_start=False)
-    if d.supervisor.practice is not None:  # a failed test before left its session running
-        d.loop.submit(lambda s: s.stop_session())
-    sid = d.loop.submit(lambda s: s.start_session(params))["id"]
-    wait_until(lambda: (d.status().get("session") or {}).get("total_steps", 0) >= 5, 20, "five steps")
-    return sid
-
-
-def stop_and_check_store(d: Daemon, sid: str) -> dict:
-    """Stop the session; every step it counted is in the store, in closed episodes."""
-    summary = d.loop.submit(lambda s: s.stop_session())
-    assert d.recorder.flush(10)
-    eps = [e for e in ReplayReader(d.cfg.store.path).episodes() if e.attrs.get("session") == sid]
-    assert eps and all(e.closed for e in eps)
-    assert sum(e.length for e in eps) == summary["total_steps"], "a committed step was lost"
-    return summary
-
-
-def inject(d: Daemon, kind: FaultKind, timeout: float) -> dict:
-    """Inject one fault now; return its record once the daemon has recovered or escalated it."""
-    n = len(d.faults.records())
-    ticks = d.loop.stats.ticks
-    d.injector.inject(kind)
-
-    def settled():
-        rec = d.faults.records()[n]
-        return rec if rec["recovered_at"] is not None else None
-
-    rec = wait_until(settled, timeout, f"the {kind.value} fault to be recovered")
-    assert rec["kind"] == kind.value
-    assert rec["injected_at"] <= rec["detected_at"] <= rec["recovered_at"]
-    wait_until(lambda: d.loop.stats.ticks > ticks + 10, 5, "the loop ticking on")
-    assert d.loop.running and d.loop.crashed is None
-    return rec
-
-
 def test_bad_inject_values_are_refused_by_the_cli_naming_them():
     runner = CliRunner()
     for bad, named in [("bogus@1", "unknown fault kind 'bogus'"), ("reflex", "'reflex'"),
@@ -82,8 +44,11 @@ def test_bad_inject_values_are_refused_by_the_cli_naming_them():
         res = runner.invoke(app, ["run", "--no-api", "--inject", "camera_stop@1", "--inject", bad])
         assert res.exit_code == 2, res.output
         assert named in res.output and "--inject" in res.output
-    res = runner.invoke(app, ["run", "--no-api", "--config", "franka", "--inject", "reflex@5"])
-    assert res.exit_code == 2 and "arm.backend: sim" in res.output
+    # A franky arm away from loopback is a real robot (franka-sim is on loopback: see
+    # tests/test_device_faults_franka_sim.py).
+    res = runner.invoke(app, ["run", "--no-api", "--config", "franka", "--inject", "reflex@5"],
+                        env={"ROBOT__ARM__HOST": "172.16.0.2"})
+    assert res.exit_code == 2 and "arm.host: '172.16.0.2'" in res.output, res.output
     assert InjectSpec.parse("gripper_stuck@2.5/60") == InjectSpec(FaultKind.GRIPPER_STUCK, 2.5, 60.0)
     with pytest.raises(InjectSpecError, match="takeover@-1"):
         InjectSpec.parse("takeover@-1")
