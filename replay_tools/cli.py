@@ -6,10 +6,13 @@
     replay scores EPISODE --config ... --learner-run runs/learner --out scores.csv
     replay rerun  EPISODE --config ... --checkpoint data/policies/forward.safetensors [--out rerun.csv]
     replay sim    STORE EPISODE [--config sim] [--out divergence.csv] [--plot divergence.png]
-    replay report STORE -o data/reports [--learner-run runs/learner [--config ...]]
+    replay report [STORE] -o data/reports [--config sim] [--learner-run runs/learner]
     replay export STORE --format lerobot -o data/lerobot [--kinds demo,practice] [--episodes 4,7] [--force]
 
 The store may be read while the daemon writes it (readers only see committed steps).
+
+`replay report` takes the store as a positional path too, or the config's store.path; the learner's
+figures come from --learner-run, or else from the config's learner.run_dir when that exists.
 
 `replay sim` takes the store as a positional path (issue 11: it is often a store copied off the
 robot, with no matching config on this machine); its `--config` chooses the sim world to replay
@@ -324,33 +327,63 @@ def resim(
         console.print(f"wrote {plot}")
 
 
+def _report_learner_run(learner_run: Path | None, config: Path | None, cfg) -> tuple[Path | None, str, str | None]:
+    """The learner run dir the report reads, how it was chosen, and (when none) which option would give one."""
+    if learner_run is not None:
+        return learner_run, "--learner-run", None
+    if cfg is None:
+        return None, "", None
+    run_dir = Path(cfg.learner.run_dir)
+    if run_dir.is_dir():
+        return run_dir, f"learner.run_dir of --config {config}", None
+    return None, "", (f"no --learner-run given, and learner.run_dir of --config {config} ({run_dir}, relative "
+                      f"to {Path.cwd()}) does not exist: give --learner-run RUN_DIR")
+
+
 @app.command()
 def report(
-    store: Path = typer.Argument(..., help="the replay store directory, e.g. data/sim.zarr"),
+    store: Path | None = typer.Argument(
+        None, help="the replay store directory, e.g. data/sim.zarr (default: store.path of --config)"),
     out: Path = typer.Option(..., "--out", "-o", help="directory for index.html, its PNGs and report.json"),
     learner_run: Path | None = typer.Option(
         None, exists=True, file_okay=False,
-        help="learner run dir: its classifiers' TensorBoard scalars and (with --config) goal scores of the labelled frames"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="robot config (to load the learner's classifiers)"),
+        help="learner run dir: its classifiers' TensorBoard scalars and (with --config) goal scores of the "
+             "labelled frames (default: learner.run_dir of --config, when it exists)"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c",
+        help="robot config, a YAML path or a packaged name (sim): the learner's run dir and settings, and the "
+             "store when STORE is not given"),
 ) -> None:
     """The operator's morning report: eval success per policy version, interventions and human minutes
     per practice hour, recoveries, help requests, tick health, checkpoint swaps, classifier scores and
     the labelled set's false positives/negatives, as HTML with PNG plots and report.json."""
+    from replay.location import is_s3_url
     from replay_tools.page import write_report  # matplotlib: only this command needs it
 
+    cfg = None if config is None else _cfg(config)
+    if store is None:
+        if cfg is None:
+            raise typer.BadParameter("give STORE or --config (its store.path)", param_hint="STORE")
+        if is_s3_url(cfg.store.path):
+            raise typer.BadParameter(f"store.path of --config {config} is {cfg.store.path}: the report reads a "
+                                     "local store directory; give STORE (a local copy)", param_hint="STORE")
+        store = Path(cfg.store.path)
     try:
         timeline = read_timeline(store)
     except ReportError as exc:
         raise typer.BadParameter(str(exc), param_hint="STORE") from None
     labelled = [(f.episode, f.frame) for f in labelled_frames(timeline)]
-    figures = gather(timeline, learner_figures(learner_run, None if config is None else _cfg(config), store, labelled))
+    run_dir, chosen_by, why_none = _report_learner_run(learner_run, config, cfg)
+    figures = gather(timeline, learner_figures(run_dir, cfg, store, labelled, chosen_by, why_none))
     try:
         index = write_report(figures, out)
     except OSError as exc:
         raise typer.BadParameter(f"cannot write the report into {out}: {exc}", param_hint="--out") from None
-    missing = [name for name, sec in figures["sections"].items() if not sec["recorded"]]
-    if missing:
-        console.print("not recorded: " + ", ".join(missing))
+    if run_dir is not None and learner_run is None:
+        console.print(f"learner run dir: {run_dir} (learner.run_dir of --config {config})", soft_wrap=True)
+    for name, sec in figures["sections"].items():
+        if not sec["recorded"]:
+            console.print(f"not recorded: {name}: {sec.get('why', '')}", soft_wrap=True)
     print(index)
 
 

@@ -8,7 +8,17 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from replay_tools.intervals import Interval, hour_of, hours_between, intersect, seconds_per_hour, total, union
+from replay_tools.intervals import (
+    HOUR_S,
+    Interval,
+    bin_label,
+    bin_of,
+    bins_between,
+    intersect,
+    seconds_per_bin,
+    total,
+    union,
+)
 from replay_tools.timeline import Timeline
 
 # Help requests only a person can resolve: the robot is blocked on a human while one is open.
@@ -27,7 +37,8 @@ DEFINITION = (
     "they are counted, not timed. Human minutes per practice hour = human minutes / practice hours. "
     "Interventions per practice hour count the store's intervention events (operator, takeover, "
     "manual_reset) whose time falls in practice time. Demonstrations happen outside sessions: their "
-    "teleop minutes are reported on their own."
+    "teleop minutes are reported on their own. The bins split the same figures by wall-clock time (bin "
+    "length in `bin`; a bin's rate is its human minutes / its practice hours)."
 )
 
 
@@ -67,7 +78,8 @@ def _in(intervals: list[Interval], t: float) -> bool:
     return any(start <= t < end for start, end in intervals)
 
 
-def human_time(tl: Timeline) -> dict[str, Any]:
+def human_time(tl: Timeline, bin_s: float = HOUR_S) -> dict[str, Any]:
+    """The practice figures, with per-bin rows (`bins`, each `bin_s` seconds from its `start`)."""
     practice = practice_spans(tl)
     interventions = tl.events_of("intervention")
     demos = tl.of_kind("demo")
@@ -95,14 +107,14 @@ def human_time(tl: Timeline) -> dict[str, Any]:
     in_practice = [e for e in interventions if _in(practice, float(e["time"]))]
     practice_h = total(practice) / 3600.0
     human_min = total(human) / 60.0
-    per_hour_practice, per_hour_human = seconds_per_hour(practice), seconds_per_hour(human)
-    per_hour_iv = Counter(hour_of(float(e["time"])) for e in in_practice)
-    hours = []
-    for h in hours_between(practice[0][0], practice[-1][1] - 1e-9):
-        p_min, h_min = per_hour_practice.get(h, 0.0) / 60.0, per_hour_human.get(h, 0.0) / 60.0
-        hours.append({
-            "hour": h, "practice_minutes": round(p_min, 3),
-            "interventions": per_hour_iv.get(h, 0), "human_minutes": round(h_min, 3),
+    per_bin_practice, per_bin_human = seconds_per_bin(practice, bin_s), seconds_per_bin(human, bin_s)
+    per_bin_iv = Counter(bin_of(float(e["time"]), bin_s) for e in in_practice)
+    bins = []
+    for b in bins_between(practice[0][0], practice[-1][1] - 1e-9, bin_s):
+        p_min, h_min = per_bin_practice.get(b, 0.0) / 60.0, per_bin_human.get(b, 0.0) / 60.0
+        bins.append({
+            "start": b, "practice_minutes": round(p_min, 3),
+            "interventions": per_bin_iv.get(b, 0), "human_minutes": round(h_min, 3),
             "human_minutes_per_practice_hour": round(h_min / (p_min / 60.0), 3) if p_min > 0 else None,
         })
     return {
@@ -116,5 +128,6 @@ def human_time(tl: Timeline) -> dict[str, Any]:
         "human_minutes": round(human_min, 3),
         "human_minutes_by_source": {k: round(total(v) / 60.0, 3) for k, v in parts.items()},
         "human_minutes_per_practice_hour": round(human_min / practice_h, 3),
-        "hours": hours,
+        "bin": bin_label(bin_s), "bin_s": bin_s,
+        "bins": bins,
     }

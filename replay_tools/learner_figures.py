@@ -49,8 +49,9 @@ def score_labelled(run_dir: Path, cfg: Config, store: Path,
 
     try:
         clfs, spec, save = load_classifiers(run_dir, cfg)
-    except (OfflineError, OSError, ValueError, KeyError) as exc:
-        return {}, f"the learner's classifiers could not be loaded ({exc})"
+    except (OfflineError, OSError, ValueError, KeyError, TypeError) as exc:
+        # TypeError: a training state written by another version of the code (unknown network sizes).
+        return {}, f"the learner's classifiers in {run_dir} could not be loaded ({type(exc).__name__}: {exc})"
     reader = ReplayReader(store)
     by_episode: dict[str, list[int]] = {}
     for ep, frame in frames:
@@ -67,13 +68,20 @@ def score_labelled(run_dir: Path, cfg: Config, store: Path,
 
 
 def learner_figures(run_dir: Path | None, cfg: Config | None, store: Path,
-                    labelled: list[tuple[str, int]]) -> LearnerFigures:
+                    labelled: list[tuple[str, int]], chosen_by: str = "--learner-run",
+                    why_none: str | None = None) -> LearnerFigures:
+    """The learner's figures from `run_dir` (`chosen_by` says where that came from: the option or the
+    config's learner.run_dir); with no run dir, the sections say `why_none` or which option fills them."""
     figs = LearnerFigures()
     if run_dir is None:
+        if why_none:
+            figs.scalars_why = figs.goal_scores_why = why_none
         return figs
+    figs.run_dir = f"{run_dir} ({chosen_by})"
     figs.scalars, figs.scalars_why = read_scalars(run_dir)
     if cfg is None:
-        figs.goal_scores_why = "--config was not given with --learner-run to score the labelled frames"
+        figs.goal_scores_why = ("give --config CONFIG (the config the learner ran with) with --learner-run to "
+                                "score the labelled frames")
     elif labelled:
         scores, note = score_labelled(run_dir, cfg, store, labelled)
         figs.goal_scores = scores

@@ -20,7 +20,7 @@ from spec.files import atomic_write_bytes
 INDEX = "index.html"
 REPORT_JSON = "report.json"
 MAX_ROWS = 48  # per table on the page; report.json has them all
-_TIME_KEYS = ("hour", "at", "time", "last_at", "first_step_at", "last_step_at", "generated_at", "last_acted_at")
+_TIME_KEYS = ("start", "at", "time", "last_at", "first_step_at", "last_step_at", "generated_at", "last_acted_at")
 _SKIP = ("title", "recorded", "why", "definition", "series")
 
 STYLE = """

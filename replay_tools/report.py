@@ -17,7 +17,7 @@ import numpy as np
 
 from replay.eval_results import success_by_version
 from replay_tools.human_time import human_time, paired_intervals
-from replay_tools.intervals import hour_of, hours_between
+from replay_tools.intervals import HOUR_S, bin_label, bin_of, bins_between, choose_bin_s
 from replay_tools.labelled_set import SOURCES, labelled_frames
 from replay_tools.timeline import Timeline
 
@@ -25,26 +25,55 @@ GOAL_THRESHOLD = 0.5  # the goal classifier says "success" at p_goal >= this
 LATE_FRACTION = 0.1  # as the control loop counts a late tick: more than 10 % of a period late
 
 
+# What fills the learner's sections when no run dir was found (the CLI's options; page and console say it).
+NO_RUN_DIR = ("no learner run dir: give --learner-run RUN_DIR (e.g. runs/learner), or --config CONFIG whose "
+              "learner.run_dir exists")
+NO_RUN_DIR_TO_SCORE = ("no learner run dir to score the labelled frames: give --config CONFIG (the config the "
+                       "learner ran with; its learner.run_dir is used when it exists), or --learner-run RUN_DIR "
+                       "with --config CONFIG")
+
+
 @dataclass
 class LearnerFigures:
-    """What the learner's run dir adds (learner_figures.py reads it); empty when none was given."""
+    """What the learner's run dir adds (learner_figures.py reads it); empty when none was found."""
 
     scalars: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # tag -> [{time, step, value}]
-    scalars_why: str = "no --learner-run given"
+    scalars_why: str = NO_RUN_DIR
     goal_scores: dict[tuple[str, int], float] = field(default_factory=dict)  # (episode, frame) -> p_goal
-    goal_scores_why: str = "no --learner-run and --config given to score the labelled frames"
+    goal_scores_why: str = NO_RUN_DIR_TO_SCORE
     goal_scores_source: str = ""
+    run_dir: str = ""  # the run dir read and how it was chosen ("" when none)
 
 
-def _hourly_counts(things: list[tuple[float, str]]) -> list[dict[str, Any]]:
-    """[{hour, <kind>: count, ...}] for every clock hour from the first thing to the last (zeros too)."""
+def _binned_counts(things: list[tuple[float, str]], bin_s: float, span: tuple[float, float] | None = None
+                   ) -> list[dict[str, Any]]:
+    """[{start, <kind>: count, ...}] for every bin over `span` (the recording), widened to the first and
+    last thing (zeros too), so one count stands at its place in the night, not alone across the plot."""
     if not things:
         return []
     counts: dict[float, Counter] = {}
     for t, kind in things:
-        counts.setdefault(hour_of(t), Counter())[kind] += 1
-    times = [t for t, _ in things]
-    return [{"hour": h, **counts.get(h, {})} for h in hours_between(min(times), max(times))]
+        counts.setdefault(bin_of(t, bin_s), Counter())[kind] += 1
+    times = [t for t, _ in things] + list(span or ())
+    return [{"start": b, **counts.get(b, {})} for b in bins_between(min(times), max(times), bin_s)]
+
+
+def _bins(bin_s: float) -> dict[str, Any]:
+    """The bin fields of a binned section: its rows are in `bins`, each `bin_s` seconds from its `start`."""
+    return {"bin": bin_label(bin_s), "bin_s": bin_s}
+
+
+def recorded_span(tl: Timeline) -> tuple[float, float] | None:
+    """First to last recorded step of any kind (the events' times when the store has no step)."""
+    times = [float(t) for s in tl.segments if len(s.wall) for t in (s.wall[0], s.wall[-1])]
+    times = times or [float(e["time"]) for e in tl.events if isinstance(e.get("time"), int | float)]
+    return (min(times), max(times)) if times else None
+
+
+def report_bin_s(tl: Timeline) -> float:
+    """One bin length for every binned figure, from the length of the recording."""
+    span = recorded_span(tl)
+    return choose_bin_s(span[1] - span[0]) if span else HOUR_S
 
 
 def _not_recorded(title: str, why: str, **extra: Any) -> dict[str, Any]:
@@ -61,7 +90,7 @@ def eval_success(tl: Timeline) -> dict[str, Any]:
                           "policy version that acted; success rate = successes / episodes"}
 
 
-def recoveries(tl: Timeline) -> dict[str, Any]:
+def recoveries(tl: Timeline, bin_s: float = HOUR_S) -> dict[str, Any]:
     title = "Recoveries and reflexes"
     practice = tl.of_kind("practice")
     if not practice:
@@ -78,12 +107,14 @@ def recoveries(tl: Timeline) -> dict[str, Any]:
         "arm_cuts_by_mode": dict(Counter(str(s.info.attrs["end_reason"])[4:] for s in cuts)),
         "arm_help_requests": len(arm_help),
         "estops": len(tl.events_of("estop")),
-        "hours": _hourly_counts([(float(s.wall[-1]), str(s.info.attrs["end_reason"])[4:]) for s in cuts]),
+        **_bins(bin_s),
+        "bins": _binned_counts([(float(s.wall[-1]), str(s.info.attrs["end_reason"])[4:]) for s in cuts], bin_s,
+                               recorded_span(tl)),
         "cuts": [{"episode": s.info.id, "at": float(s.wall[-1]), "reason": s.info.attrs["end_reason"]} for s in cuts],
     }
 
 
-def help_requests(tl: Timeline) -> dict[str, Any]:
+def help_requests(tl: Timeline, bin_s: float = HOUR_S) -> dict[str, Any]:
     title = "Help requests"
     asked = tl.events_of("help_requested")
     spans = paired_intervals(tl.events_of("help_requested", "help_resolved"), "help_requested", "help_resolved",
@@ -100,12 +131,14 @@ def help_requests(tl: Timeline) -> dict[str, Any]:
         "title": title, "recorded": True, "requests": len(asked), "by_source": by_source,
         "definition": "help_requested events of the store's event log, by source; wait = time to the "
                       "help_resolved of the same source",
-        "hours": _hourly_counts([(float(e["time"]), str(e.get("source", "?"))) for e in asked]),
+        **_bins(bin_s),
+        "bins": _binned_counts([(float(e["time"]), str(e.get("source", "?"))) for e in asked], bin_s,
+                               recorded_span(tl)),
         "requests_list": [{"at": e["time"], "source": e.get("source"), "reason": e.get("reason")} for e in asked],
     }
 
 
-def tick_health(tl: Timeline) -> dict[str, Any]:
+def tick_health(tl: Timeline, bin_s: float = HOUR_S) -> dict[str, Any]:
     title = "Tick health"
     practice = [s for s in tl.of_kind("practice") if len(s.wall) > 1]
     if not practice:
@@ -116,10 +149,10 @@ def tick_health(tl: Timeline) -> dict[str, Any]:
     err_ms = np.abs(dt - period) * 1e3
     late = dt > period * (1 + LATE_FRACTION)
     missed = np.maximum(np.rint(dt / period) - 1, 0).astype(int)
-    hours = []
-    for h in sorted({hour_of(float(t)) for t in at}):
-        m = (at >= h) & (at < h + 3600)
-        hours.append({"hour": h, "intervals": int(m.sum()), "p99_error_ms": round(float(np.percentile(err_ms[m], 99)), 3),
+    bins = []
+    for b in sorted({bin_of(float(t), bin_s) for t in at}):  # bins without a practice tick are left out
+        m = (at >= b) & (at < b + bin_s)
+        bins.append({"start": b, "intervals": int(m.sum()), "p99_error_ms": round(float(np.percentile(err_ms[m], 99)), 3),
                       "late": int(late[m].sum()), "missed_ticks": int(missed[m].sum())})
     return {
         "title": title, "recorded": True,
@@ -132,7 +165,8 @@ def tick_health(tl: Timeline) -> dict[str, Any]:
         "p50_error_ms": round(float(np.percentile(err_ms, 50)), 3),
         "p99_error_ms": round(float(np.percentile(err_ms, 99)), 3),
         "max_error_ms": round(float(err_ms.max()), 3),
-        "late": int(late.sum()), "missed_ticks": int(missed.sum()), "hours": hours,
+        "late": int(late.sum()), "missed_ticks": int(missed.sum()),
+        **_bins(bin_s), "bins": bins,
     }
 
 
@@ -179,6 +213,7 @@ def classifier_scores(tl: Timeline, learner: LearnerFigures) -> dict[str, Any]:
         return _not_recorded(title, "the store records no classifier score (eval episodes have goal_score None); "
                              f"learner TensorBoard scalars: {learner.scalars_why}")
     return {"title": title, "recorded": True, "series": series,
+            **({"learner_run": learner.run_dir} if learner.scalars else {}),
             "definition": "the learner's TensorBoard scalars clf_<direction>/* (mean probability on demo "
                           "positives, on online negatives and on fresh online frames; train accuracy, loss) "
                           "against wall time, plus any goal_score the store keeps with an eval verdict"}
@@ -210,6 +245,7 @@ def labelled_fp_fn(tl: Timeline, learner: LearnerFigures) -> dict[str, Any]:
                       f"newest label wins). The goal classifier says goal when p_goal >= {GOAL_THRESHOLD}. "
                       "FP = says goal on a not-goal frame, FN = says not-goal on a goal frame; "
                       "FP rate = FP / not-goal frames, FN rate = FN / goal frames.",
+        **({"learner_run": learner.run_dir} if learner.goal_scores else {}),
         "threshold": GOAL_THRESHOLD, "labelled": len(labelled), "scored": len(items), "by_source": counts,
         **_confusion(items),
         "per_source": {src: _confusion([i for i in items if i["label_source"] == src]) for src in SOURCES
@@ -247,17 +283,19 @@ def _overview(tl: Timeline) -> dict[str, Any]:
 def gather(tl: Timeline, learner: LearnerFigures | None = None) -> dict[str, Any]:
     """Every figure of the report, as plain JSON values."""
     learner = learner or LearnerFigures()
-    practice = {"title": "Interventions and human minutes per practice hour", **human_time(tl)}
+    bin_s = report_bin_s(tl)
+    practice = {"title": "Interventions and human minutes per practice hour", **human_time(tl, bin_s)}
     return {
         "store": str(tl.store),
         "generated_at": time.time(),
+        "bin": bin_label(bin_s), "bin_s": bin_s,  # of every section's `bins` rows
         "overview": _overview(tl),
         "sections": {
             "eval_success": eval_success(tl),
             "practice": practice,
-            "recoveries": recoveries(tl),
-            "help_requests": help_requests(tl),
-            "tick_health": tick_health(tl),
+            "recoveries": recoveries(tl, bin_s),
+            "help_requests": help_requests(tl, bin_s),
+            "tick_health": tick_health(tl, bin_s),
             "checkpoint_swaps": checkpoint_swaps(tl),
             "classifier_scores": classifier_scores(tl, learner),
             "labelled_fp_fn": labelled_fp_fn(tl, learner),

@@ -2,7 +2,8 @@
 
 Starts the sim daemon, records scripted demonstrations if the store has none, starts the learner
 (state mode: pixels are too slow to learn from on a CPU in minutes), practises for a few minutes
-while printing progress, then stops both and says what was left behind (store, TensorBoard logs).
+while printing progress, then stops both, says what was left behind (store, TensorBoard logs) and
+writes the morning report of it (`replay report`) into runs/demo-report/.
 
     python -m robot_server.demo [--minutes 4] [--config sim] [--pixels]
 """
@@ -172,6 +173,7 @@ def main(
         _stop(learner, "learner")
         _stop(daemon, "daemon")
     _summary(cfg)
+    write_report(cfg, config, env, REPORT_DIR)
 
 
 def _evaluate_between_practice(base: str, headers: dict, episodes: int, horizon: int, resume: bool) -> dict | None:
@@ -235,6 +237,44 @@ def _progress(st: dict, left_s: float) -> str:
         acc = lr.get("clf_forward/fresh_accuracy")
         line += f" | learner updates {int(lr.get('updates', 0))}" + (f", goal clf acc {acc:.2f}" if acc else "")
     return line
+
+
+REPORT_DIR = ROOT / "runs" / "demo-report"  # beside runs/demo-logs
+REPORT_TIMEOUT_S = 300.0  # ~3 s on an idle box; the learner's classifiers are loaded to score the labels
+
+
+def write_report(cfg, config: Path, env: dict[str, str], out: Path) -> Path | None:
+    """`replay report` of the store and learner run dir this demo used, into `out`; prints where
+    index.html is, or why there is none. Never raises: a report that fails does not fail the demo.
+
+    A subprocess: robot_server and replay_tools are side by side on the floor plan (pyproject's
+    importlinter layers), so the daemon's package does not import the replay tools."""
+    from replay.location import is_s3_url
+
+    if is_s3_url(cfg.store.path):
+        typer.echo(f"morning report: not written (the store is {cfg.store.path}; `replay report` reads a local copy)")
+        return None
+    args = [sys.executable, "-m", "replay_tools.cli", "report", str(cfg.store.path), "-o", str(out),
+            "--config", str(config)]
+    if (ROOT / cfg.learner.run_dir).is_dir():  # relative paths are relative to ROOT, as for the learner
+        args += ["--learner-run", str(cfg.learner.run_dir)]
+    try:
+        r = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=REPORT_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as exc:
+        typer.echo(f"morning report: not written ({type(exc).__name__}: {exc})")
+        return None
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        # typer draws its usage errors in a box: keep the words, at most the last 400 characters.
+        words = " ".join(" ".join(line.strip(" │╭╮╰╯─").split()) for line in (r.stderr or r.stdout).splitlines())
+        typer.echo(f"morning report: not written (`replay report` exited {r.returncode}: "
+                   f"{words.strip()[-400:] or 'no output'})")
+        return None
+    for line in lines[:-1]:  # which sections had no data, and why
+        typer.echo(f"  {line}")
+    index = ROOT / lines[-1]
+    typer.echo(f"morning report: {index}")
+    return index
 
 
 def _summary(cfg) -> None:

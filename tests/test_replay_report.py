@@ -131,9 +131,9 @@ def test_human_minutes_per_practice_hour(known) -> None:
     assert sec["interventions"] == 3 and sec["interventions_total"] == 4
     assert sec["interventions_by_kind"] == {"operator": 1, "takeover": 1, "manual_reset": 1}
     assert sec["interventions_per_practice_hour"] == pytest.approx(3 / practice_h, abs=1e-3)
-    assert sum(h["practice_minutes"] for h in sec["hours"]) == pytest.approx(practice_h * 60, abs=0.01)
-    assert sum(h["human_minutes"] for h in sec["hours"]) == pytest.approx(human_min, abs=0.01)
-    assert sum(h["interventions"] for h in sec["hours"]) == 3
+    assert sum(h["practice_minutes"] for h in sec["bins"]) == pytest.approx(practice_h * 60, abs=0.01)
+    assert sum(h["human_minutes"] for h in sec["bins"]) == pytest.approx(human_min, abs=0.01)
+    assert sum(h["interventions"] for h in sec["bins"]) == 3
     assert sec["demos"] == 1 and sec["demo_teleop_minutes"] == pytest.approx(2.0 / 60, abs=1e-3)
     assert "Human minutes per practice hour = human minutes / practice hours" in sec["definition"]
 
@@ -217,13 +217,17 @@ def test_bad_store_gives_a_clear_error(tmp_path: Path, known) -> None:
     assert isinstance(result.exception, SystemExit)
 
 
-def test_learner_run_adds_classifier_scalars_and_scores_the_labelled_set(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def learner_store(tmp_path_factory: pytest.TempPathFactory):
+    """A store with eval verdicts and operator labels, a learner run dir with a saved training state and
+    classifier scalars, and the config (a file) naming both."""
     from torch.utils.tensorboard import SummaryWriter
 
     from learner.trainer import Trainer
     from replay.labels import Label
     from tests.learner_fakes import FakeStore, fake_step, tiny_config
 
+    tmp_path = tmp_path_factory.mktemp("learner")
     cfg = tiny_config(tmp_path)
     st = FakeStore(cfg)
     practice = st.episode("practice", "forward", 20)
@@ -250,7 +254,11 @@ def test_learner_run_adds_classifier_scalars_and_scores_the_labelled_set(tmp_pat
         for step, p in enumerate([0.2, 0.5, 0.9]):
             tb.add_scalar("clf_forward/positive_prob", p, step)
             tb.add_scalar("agent_forward/critic_loss", 1.0, step)  # not a classifier scalar
+    return cfg, config, run, practice
 
+
+def test_learner_run_adds_classifier_scalars_and_scores_the_labelled_set(learner_store, tmp_path: Path) -> None:
+    cfg, config, run, practice = learner_store
     out = tmp_path / "r"
     result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out), "--learner-run", str(run)])
     assert result.exit_code == 0, result.output
@@ -274,6 +282,149 @@ def test_learner_run_adds_classifier_scalars_and_scores_the_labelled_set(tmp_pat
 
     result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out), "--learner-run", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--learner-run" in result.output
+
+
+def test_config_names_the_learner_run_dir_and_the_store(learner_store, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make demo` leaves the store and runs/learner: --config alone fills the classifier sections."""
+    cfg, config, run, _ = learner_store
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "not recorded" not in result.output
+    sections = _report(out)["sections"]
+    for name in ("classifier_scores", "labelled_fp_fn"):
+        assert sections[name]["recorded"], sections[name]
+        assert sections[name]["learner_run"] == f"{run} (learner.run_dir of --config {config})"
+    assert sections["labelled_fp_fn"]["scored"] == 13
+    # STORE may be left out: the config's store.path is read, as `replay list --config` does.
+    result = runner.invoke(app, ["report", "-o", str(tmp_path / "r2"), "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert _report(tmp_path / "r2")["store"] == str(cfg.store.path)
+
+    # No run dir anywhere: each section names the option that fills it.
+    result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    sections = _report(out)["sections"]
+    assert "--learner-run" in sections["classifier_scores"]["why"] and "--config" in sections["classifier_scores"]["why"]
+    assert "--config" in sections["labelled_fp_fn"]["why"]
+    assert "not recorded: classifier_scores: " in result.output and "--learner-run" in result.output
+    # A config whose learner.run_dir does not exist says so, and which option to give instead.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(cfg.model_dump(mode="json") | {
+        "learner": cfg.model_dump(mode="json")["learner"] | {"run_dir": str(tmp_path / "no-run")}}))
+    result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out), "--config", str(other)])
+    assert result.exit_code == 0, result.output
+    why = _report(out)["sections"]["classifier_scores"]["why"]
+    assert str(tmp_path / "no-run") in why and "does not exist" in why and "give --learner-run" in why
+    # A packaged config's name is accepted as by the other verbs (`replay list --config sim`).
+    monkeypatch.chdir(tmp_path)  # where sim's runs/learner does not exist
+    result = runner.invoke(app, ["report", str(cfg.store.path), "-o", str(out), "--config", "sim"])
+    assert result.exit_code == 0, result.output
+    assert "learner.run_dir of --config sim" in _report(out)["sections"]["classifier_scores"]["why"]
+
+
+def _practice_store(path: Path, minutes: float, interventions: tuple[float, ...] = ()) -> Path:
+    """A store with one practice session of `minutes` (a step a second, so every interval is late at
+    10 Hz: the binning is checked, not the ticks) and intervention events at offsets."""
+    st = KnownStore(path)
+    st.episode("practice", "forward", _offsets(0, minutes * 60, 1.0), {"session": "s"}).close()
+    for off in interventions:
+        st.event(off, "intervention", kind="operator", reason="cube stuck")
+    st.writer.close()
+    return path
+
+
+def test_a_short_session_is_binned_in_minutes(tmp_path: Path) -> None:
+    from replay_tools.intervals import choose_bin_s
+
+    store = _practice_store(tmp_path / "store.zarr", 6.0, interventions=(30.0, 200.0))
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["report", str(store), "-o", str(out)]).exit_code == 0
+    report = _report(out)
+    assert (report["bin"], report["bin_s"]) == ("1-minute", 60.0)
+    for name in ("practice", "tick_health"):
+        sec = report["sections"][name]
+        assert (sec["bin"], sec["bin_s"]) == ("1-minute", 60.0)
+        starts = [b["start"] for b in sec["bins"]]
+        assert len(starts) in (6, 7) and all(b - a == 60.0 for a, b in zip(starts, starts[1:], strict=False))
+    practice = report["sections"]["practice"]
+    assert sum(b["practice_minutes"] for b in practice["bins"]) == pytest.approx(6.0 + PERIOD / 60, abs=1e-3)  # up to the last step + a period
+    assert sum(b["interventions"] for b in practice["bins"]) == 2
+    assert sum(b["intervals"] for b in report["sections"]["tick_health"]["bins"]) == 360
+    # 10-minute bins up to a few hours (the known store: 2.6 h), clock hours for a night.
+    assert choose_bin_s(2.6 * 3600) == 600.0
+    assert choose_bin_s(3 * 3600) == 600.0 and choose_bin_s(13 * 3600) == 3600.0 and choose_bin_s(80 * 3600) == 3600.0
+
+
+def test_no_intervention_gives_count_axes_from_zero(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from replay_tools.plots import plot_figure
+
+    store = _practice_store(tmp_path / "store.zarr", 4.0)
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["report", str(store), "-o", str(out)]).exit_code == 0
+    report = _report(out)
+    sec = report["sections"]["practice"]
+    assert sec["interventions"] == 0 and sec["human_minutes"] == 0
+    assert "practice" in report["plots"]
+    fig = plot_figure("practice", sec)
+    try:
+        rate_ax, count_ax = fig.axes
+        for ax in (rate_ax, count_ax):
+            bottom, top = ax.get_ylim()
+            assert bottom == 0 and top >= 1  # not -0.04..0.04 around the one point
+        assert all(float(t) == int(t) for t in count_ax.get_yticks() if 0 <= t <= count_ax.get_ylim()[1])
+        texts = [t.get_text() for t in rate_ax.texts]
+        assert "0 interventions, 0 human minutes in 4.0 min of practice" in texts
+    finally:
+        plt.close(fig)
+    # The tick-health counts (no late interval, no missed tick here) start at 0 as well.
+    fig = plot_figure("tick_health", report["sections"]["tick_health"])
+    try:
+        assert all(ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 0 for ax in fig.axes)
+    finally:
+        plt.close(fig)
+
+
+def test_classifier_scores_have_one_panel_per_classifier() -> None:
+    import matplotlib.pyplot as plt
+
+    from replay_tools.plots import plot_figure
+
+    series = {f"clf_{d}/{m}": [{"time": 1e9 + i, "step": i, "value": 0.5} for i in range(3)]
+              for d in ("forward", "backward") for m in ("positive_prob", "train_accuracy", "loss")}
+    fig = plot_figure("classifier_scores", {"title": "t", "recorded": True, "series": series})
+    try:
+        forward, backward = fig.axes
+        assert "forward" in forward.get_title() and "backward" in backward.get_title()
+        for ax in (forward, backward):
+            styles = {line.get_label(): line.get_linestyle() for line in ax.lines}
+            assert styles == {"positive_prob": "-", "train_accuracy": "--"}  # losses stay in report.json
+            legend = ax.get_legend()
+            assert legend is not None and legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1
+    finally:
+        plt.close(fig)
+
+
+def test_demo_ends_with_the_report_and_survives_its_failure(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`make demo` writes the report of the store and run dir it used, and a failing report only prints."""
+    from robot_server.demo import write_report
+
+    store = _practice_store(tmp_path / "store.zarr", 1.0)
+    env = {**os.environ, "ROBOT__STORE__PATH": str(store), "ROBOT__LEARNER__RUN_DIR": str(tmp_path / "no-run")}
+    cfg = load_config("sim", env=env)
+    index = write_report(cfg, Path("sim"), env, tmp_path / "demo-report")
+    printed = capsys.readouterr().out
+    assert index == tmp_path / "demo-report" / "index.html" and index.is_file()
+    assert f"morning report: {index}" in printed
+    assert "not recorded: classifier_scores" in printed and "does not exist: give --learner-run" in printed
+
+    bad = load_config("sim", env={**env, "ROBOT__STORE__PATH": str(tmp_path / "nothing.zarr")})
+    assert write_report(bad, Path("sim"), env, tmp_path / "bad-report") is None
+    printed = capsys.readouterr().out
+    assert "morning report: not written" in printed and "no replay store at" in printed
 
 
 # ------------------------------------------------------------------ GET /reports/latest (operator API)
