@@ -3,7 +3,8 @@
 Starts the sim daemon, records scripted demonstrations if the store has none, starts the learner
 (state mode: pixels are too slow to learn from on a CPU in minutes), practises for a few minutes
 while printing progress, then stops both, says what was left behind (store, TensorBoard logs) and
-writes the morning report of it (`replay report`) into runs/demo-report/.
+writes the morning report of it (`replay report`) into server.reports_dir/demo-<time>/, where
+the page's "morning report" link finds it.
 
     python -m robot_server.demo [--minutes 4] [--config sim] [--pixels]
 """
@@ -173,7 +174,9 @@ def main(
         _stop(learner, "learner")
         _stop(daemon, "daemon")
     _summary(cfg)
-    write_report(cfg, config, env, REPORT_DIR)
+    # Into server.reports_dir, one folder per session, so the page's "morning report" link serves it.
+    reports = cfg.server.reports_dir if cfg.server.reports_dir.is_absolute() else ROOT / cfg.server.reports_dir
+    write_report(cfg, config, env, reports / time.strftime("demo-%Y-%m-%d-%H%M%S"))
 
 
 def _evaluate_between_practice(base: str, headers: dict, episodes: int, horizon: int, resume: bool) -> dict | None:
@@ -239,7 +242,6 @@ def _progress(st: dict, left_s: float) -> str:
     return line
 
 
-REPORT_DIR = ROOT / "runs" / "demo-report"  # beside runs/demo-logs
 REPORT_TIMEOUT_S = 300.0  # ~3 s on an idle box; the learner's classifiers are loaded to score the labels
 
 
