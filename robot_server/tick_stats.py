@@ -14,12 +14,13 @@ import logging
 import threading
 
 from replay.store import StoreFullError
+from robot_server.events import Event
 from robot_server.recorder import Recorder
 from robot_server.timing import TickStats, TickWindow
 
 log = logging.getLogger(__name__)
 
-EVENT = "tick_stats"
+EVENT = Event.TICK_STATS.value
 
 
 class TickStatsWriter:
