@@ -125,9 +125,20 @@ def help_requests(sec: Section, ax: Any) -> None:
 
 def tick_health(sec: Section, ax: Any) -> None:
     p99 = [b["p99_error_ms"] for b in sec["bins"]]
-    _bars_and_counts(ax, sec, (p99, "tab:purple", "p99 period error (ms)"),
-                     [("late", "tab:orange", "late intervals"), ("missed_ticks", "tab:red", "missed ticks")],
-                     "late intervals / missed ticks")
+    if sec.get("source") == "loop":
+        _bars_and_counts(ax, sec, (p99, "tab:purple", "p99 period error (ms)"),
+                         [("late", "tab:orange", "late ticks"), ("skipped", "tab:red", "skipped ticks")],
+                         "late / skipped ticks")
+    else:
+        _bars_and_counts(ax, sec, (p99, "tab:purple", "p99 period error (ms)"),
+                         [("late", "tab:orange", "late intervals"), ("missed_ticks", "tab:red", "missed ticks")],
+                         "late intervals / missed ticks")
+    ax.set_title(f"{sec['title']} ({TICK_SOURCES.get(sec.get('source', ''), 'source unknown')})", fontsize=10)
+
+
+# What the tick-health plot says it was computed from (report.py: the section's `source`).
+TICK_SOURCES = {"loop": "the control loop's own timing",
+                "step timestamps": "from step timestamps, which include the tick's work time"}
 
 
 def checkpoint_swaps(sec: Section, ax: Any) -> None:
@@ -242,7 +253,8 @@ def plot_figure(name: str, sec: Section) -> Any:
     try:
         PLOTS[name](sec, axes if name in PANELS else axes[0])
         if panels == 1 and name not in PANELS:
-            axes[0].set_title(sec["title"], fontsize=10)
+            if not axes[0].get_title():  # a plot may title itself (tick health names its source)
+                axes[0].set_title(sec["title"], fontsize=10)
         else:
             fig.suptitle(sec["title"], fontsize=10)
     except BaseException:

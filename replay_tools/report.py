@@ -138,11 +138,53 @@ def help_requests(tl: Timeline, bin_s: float = HOUR_S) -> dict[str, Any]:
     }
 
 
+TICK_STATS = "tick_stats"  # the daemon's store event of its loop's own timing (robot_server.tick_stats)
+_WINDOW_KEYS = ("start", "end", "ticks", "late", "skipped", "overruns", "period_error_ms_p50",
+                "period_error_ms_p99", "period_error_ms_max", "work_ms_p99")
+
+
 def tick_health(tl: Timeline, bin_s: float = HOUR_S) -> dict[str, Any]:
+    """From the loop's own tick_stats events when the store has them, else from step timestamps."""
+    windows = [e for e in tl.events_of(TICK_STATS)
+               if all(isinstance(e.get(k), int | float) for k in _WINDOW_KEYS) and e["ticks"] > 0]
+    return _tick_health_loop(tl, windows, bin_s) if windows else _tick_health_steps(tl, bin_s)
+
+
+def _tick_health_loop(tl: Timeline, windows: list[dict[str, Any]], bin_s: float) -> dict[str, Any]:
+    bins: dict[float, list[dict[str, Any]]] = {}
+    for w in windows:
+        bins.setdefault(bin_of(float(w["end"]), bin_s), []).append(w)
+
+    def figures(ws: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"windows": len(ws), "ticks": sum(int(w["ticks"]) for w in ws),
+                "p99_error_ms": round(max(float(w["period_error_ms_p99"]) for w in ws), 3),
+                "max_error_ms": round(max(float(w["period_error_ms_max"]) for w in ws), 3),
+                "work_p99_ms": round(max(float(w["work_ms_p99"]) for w in ws), 3),
+                **{k: sum(int(w[k]) for w in ws) for k in ("late", "skipped", "overruns")}}
+
+    return {
+        "title": "Tick health", "recorded": True, "source": "loop",
+        "definition": "from the control loop's own timing (tick_stats events the daemon stores every "
+                      "control.tick_stats_s, all ticks whatever the mode): period error = |tick start - its "
+                      f"deadline|; late = a tick starting more than {LATE_FRACTION:.0%} of a period after its "
+                      "deadline; skipped = deadlines dropped after an overrun; overrun = a tick whose work took "
+                      "longer than a period. A window falls in the bin of its end; a bin's p99 (and max, work "
+                      "p99) is the largest of its windows' p99s, counts are summed. Time the daemon was not "
+                      "running has no window.",
+        "period_ms": round(tl.period_s * 1e3, 3),
+        **figures(windows),
+        "p50_error_ms": round(float(np.median([float(w["period_error_ms_p50"]) for w in windows])), 3),
+        **_bins(bin_s),
+        "bins": [{"start": b, **figures(ws)} for b, ws in sorted(bins.items())],
+    }
+
+
+def _tick_health_steps(tl: Timeline, bin_s: float) -> dict[str, Any]:
     title = "Tick health"
     practice = [s for s in tl.of_kind("practice") if len(s.wall) > 1]
     if not practice:
-        return _not_recorded(title, "no practice segment with two or more committed steps")
+        return _not_recorded(title, "no tick_stats event of the loop's own timing and no practice segment "
+                             "with two or more committed steps")
     period = tl.period_s
     dt = np.concatenate([np.diff(s.wall) for s in practice])
     at = np.concatenate([s.wall[1:] for s in practice])
@@ -155,12 +197,13 @@ def tick_health(tl: Timeline, bin_s: float = HOUR_S) -> dict[str, Any]:
         bins.append({"start": b, "intervals": int(m.sum()), "p99_error_ms": round(float(np.percentile(err_ms[m], 99)), 3),
                       "late": int(late[m].sum()), "missed_ticks": int(missed[m].sum())})
     return {
-        "title": title, "recorded": True,
-        "definition": f"from the recorded step timestamps of practice segments (consecutive ticks): period "
-                      f"error = |interval - {period * 1e3:.0f} ms|; late = an interval more than "
-                      f"{LATE_FRACTION:.0%} of a period long; missed ticks = round(interval / period) - 1. "
-                      "The control loop's own counters (late, overruns, skipped) are served at /metrics, "
-                      "not stored.",
+        "title": title, "recorded": True, "source": "step timestamps",
+        "definition": f"from the recorded step timestamps of practice segments (consecutive ticks), as this "
+                      f"store has no tick_stats event of the loop's own timing: period error = |interval - "
+                      f"{period * 1e3:.0f} ms|; late = an interval more than {LATE_FRACTION:.0%} of a period "
+                      "long; missed ticks = round(interval / period) - 1. A step's timestamp is taken after "
+                      "the policy ran, so these errors include the tick's work time and overstate the loop's "
+                      "own period error.",
         "period_ms": round(period * 1e3, 3), "intervals": int(len(dt)),
         "p50_error_ms": round(float(np.percentile(err_ms, 50)), 3),
         "p99_error_ms": round(float(np.percentile(err_ms, 99)), 3),

@@ -26,6 +26,7 @@ from robot_server.observation import Observer
 from robot_server.policy_slots import PolicySlots
 from robot_server.recorder import Recorder
 from robot_server.supervisor import Supervisor
+from robot_server.tick_stats import TickStatsWriter
 from spec.config import Config
 from spec.step import ActionSpace, ObsSpec
 
@@ -143,7 +144,10 @@ class Daemon:
             self.space,
             cfg.control.rate_hz,
             cfg.control.realtime_priority,
+            cfg.control.tick_stats_s,
         )
+        # The loop's own timing, a window every control.tick_stats_s, into the store's event log.
+        self.tick_stats = TickStatsWriter(self.loop.stats, self.recorder)
         self.started_at = time.time()
         self.learner_report: dict[str, Any] | None = None
         self._status_thread: threading.Thread | None = None
@@ -161,6 +165,7 @@ class Daemon:
             self.spacemouse.start()
         self._restore_policies()
         self.classifiers.restore()
+        self.tick_stats.start()
         self.loop.start()
         self.injector.start()
         if self.cfg.control.status_line:
@@ -179,6 +184,7 @@ class Daemon:
             except Exception as exc:
                 log.warning("could not end the session cleanly: %s", exc)
         self.loop.stop()
+        self.tick_stats.stop(loop_stopped=not self.loop.running)
         self.recorder.close()
         if self.spacemouse is not None:
             self.spacemouse.close()

@@ -39,6 +39,9 @@ class Event(StrEnum):
     ARM_RESUMED = "arm_resumed"
     HELP_REQUESTED = "help_requested"
     HELP_RESOLVED = "help_resolved"
+    # The loop's timing over one control.tick_stats_s window (robot_server/tick_stats.py): written to
+    # the store directly, never through EventLog; GET /events leaves it out unless asked for by type.
+    TICK_STATS = "tick_stats"
 
 
 DURABLE = frozenset(
@@ -54,6 +57,7 @@ DURABLE = frozenset(
         Event.HELP_RESOLVED,
         Event.ESTOP,
         Event.ESTOP_RELEASED,
+        Event.TICK_STATS,
     }
 )
 # The same kinds as a type of their own: what the API accepts as a filter of the stored log.

@@ -43,6 +43,7 @@ class ControlLoop:
         action_space: ActionSpace,
         rate_hz: float,
         realtime_priority: int = 0,
+        tick_stats_s: float = 0.0,
     ) -> None:
         self.arm = arm
         self.cameras = cameras
@@ -52,7 +53,8 @@ class ControlLoop:
         self.space = action_space
         self.period = 1.0 / rate_hz
         self.realtime_priority = realtime_priority
-        self.stats = TickStats(period_ms=self.period * 1e3)
+        # tick_stats_s > 0: the stats close a window of ticks that often (robot_server.tick_stats stores them).
+        self.stats = TickStats(period_ms=self.period * 1e3, window_s=tick_stats_s)
         self._commands: queue.SimpleQueue[tuple[Callable[[Supervisor], Any], concurrent.futures.Future]] = (
             queue.SimpleQueue()
         )

@@ -8,8 +8,10 @@ and busy-wait the rest; an overrun skips the missed ticks and counts them.
 from __future__ import annotations
 
 import collections
+import queue
 import time
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,6 +66,36 @@ class Window:
 
 
 @dataclass
+class TickWindow:
+    """The loop's timing over one stretch of ticks (a `tick_stats` store event): the counters as
+    TickStats counts them, and every tick's period error and work time (ms) for its own percentiles."""
+
+    start: float  # wall time (time.time()) the window began
+    start_mono: float
+    end: float = 0.0
+    ticks: int = 0
+    late: int = 0
+    skipped: int = 0
+    overruns: int = 0
+    period_error: array = field(default_factory=lambda: array("d"))
+    work: array = field(default_factory=lambda: array("d"))
+
+    def figures(self) -> dict[str, float | int]:
+        """What the store keeps of the window (ms, rounded as /status rounds them)."""
+        err = np.frombuffer(self.period_error, dtype=np.float64) if self.ticks else np.zeros(1)
+        work = np.frombuffer(self.work, dtype=np.float64) if self.ticks else np.zeros(1)
+        p50, p99 = np.percentile(err, (50, 99))
+        return {
+            "start": self.start, "end": self.end,
+            "ticks": self.ticks, "late": self.late, "skipped": self.skipped, "overruns": self.overruns,
+            "period_error_ms_p50": round(float(p50), 4),
+            "period_error_ms_p99": round(float(p99), 4),
+            "period_error_ms_max": round(float(err.max()), 4),
+            "work_ms_p99": round(float(np.percentile(work, 99)), 4),
+        }
+
+
+@dataclass
 class TickStats:
     """Timing of the control loop, in milliseconds; what the status line and /metrics show."""
 
@@ -74,6 +106,9 @@ class TickStats:
     overruns: int = 0  # ticks whose work exceeded the period
     stale_frames: int = 0
     invalid_actions: int = 0
+    # > 0: every this many seconds the current TickWindow is closed and put on `windows` (the
+    # control thread only appends and puts; robot_server.tick_stats writes them to the store).
+    window_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.period_error = Window()
@@ -81,17 +116,49 @@ class TickStats:
         self.frame_age = Window()
         self._pct: dict[str, float] = {}
         self._pct_at = -1
+        self.windows: queue.SimpleQueue[TickWindow | None] = queue.SimpleQueue()
+        self._window: TickWindow | None = None
 
     def record(self, lateness_s: float, skipped: int, work_s: float) -> None:
         self.ticks += 1
         err_ms = abs(lateness_s) * 1e3
+        work_ms = work_s * 1e3
+        late = lateness_s * 1e3 > 0.1 * self.period_ms
+        overrun = work_ms > self.period_ms
         self.period_error.add(err_ms)
-        self.work.add(work_s * 1e3)
-        if lateness_s * 1e3 > 0.1 * self.period_ms:
-            self.late += 1
+        self.work.add(work_ms)
+        self.late += late
         self.skipped += skipped
-        if work_s * 1e3 > self.period_ms:
-            self.overruns += 1
+        self.overruns += overrun
+        if self.window_s > 0:
+            self._add_to_window(err_ms, work_ms, late, skipped, overrun)
+
+    def _add_to_window(self, err_ms: float, work_ms: float, late: bool, skipped: int, overrun: bool) -> None:
+        t = time.monotonic()
+        w = self._window
+        if w is None:
+            w = self._window = TickWindow(start=time.time(), start_mono=t)
+        w.ticks += 1
+        w.late += late
+        w.skipped += skipped
+        w.overruns += overrun
+        w.period_error.append(err_ms)
+        w.work.append(work_ms)
+        if t - w.start_mono >= self.window_s:
+            self.close_window(t)
+            # The next window starts where this one ended: windows tile the loop's running time.
+            self._window = TickWindow(start=w.end, start_mono=t)
+
+    def close_window(self, at_mono: float | None = None) -> TickWindow | None:
+        """End the current window and queue it (on the control thread, or by anyone once it has
+        stopped). None when no tick was recorded in it."""
+        w, self._window = self._window, None
+        if w is None or not w.ticks:
+            return None
+        at = time.monotonic() if at_mono is None else at_mono
+        w.end = w.start + (at - w.start_mono)  # wall time, without the jump of a clock step
+        self.windows.put(w)
+        return w
 
     def summary(self, refresh_every: int = 1) -> dict[str, float | int]:
         """Counters, and percentiles over the window, recomputed at most every `refresh_every`

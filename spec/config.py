@@ -89,6 +89,10 @@ class ControlConfig(Strict):
     # everything else on a small machine.
     realtime_priority: int = Field(0, ge=0, le=99)
     status_line: bool = True
+    tick_stats_s: float = Field(
+        60.0, gt=0, le=3600, description="every this many seconds the daemon stores the loop's own tick health "
+        "over the window (a tick_stats event: ticks, late, skipped, overruns, period-error and work percentiles)"
+    )
 
 
 class StoreConfig(Strict):

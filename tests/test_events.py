@@ -36,9 +36,13 @@ def test_events_outlive_a_daemon_restart(tmp_path: Path) -> None:
             ("manual_reset", "cube stuck", session),
         ]
         assert listed["stored_total"] == 2 and listed["stored"][1]["step"] == 20
+        # The first daemon's stop also stored its loop's last timing window (tick_stats, seq 3): the
+        # log lists it only when asked for by type, so the loop's telemetry never buries these.
         events = api.get("/events").json()["events"]
         assert [e["type"] for e in events] == ["intervention", "reset_requested", "intervention"]
         assert [e["seq"] for e in events] == [0, 1, 2]
+        ticks = api.get("/events", params={"type": "tick_stats"}).json()["events"]
+        assert [e["seq"] for e in ticks] == [3] and ticks[0]["ticks"] > 0
         r = api.get("/events", params={"type": "reset_requested"})
         assert r.status_code == 200 and [e["reason"] for e in r.json()["events"]] == ["cube stuck"]
         assert [e["seq"] for e in api.get("/events", params={"since_seq": 2}).json()["events"]] == [2]

@@ -196,6 +196,7 @@ def test_tick_health_and_not_recorded_sections(tmp_path: Path) -> None:
     sections = _report(out)["sections"]
     tick = sections["tick_health"]
     assert (tick["intervals"], tick["late"], tick["missed_ticks"]) == (20, 2, 2)
+    assert tick["source"] == "step timestamps" and "no tick_stats event" in tick["definition"]
     assert tick["max_error_ms"] == pytest.approx(200.0, abs=0.01)
     for name in ("eval_success", "classifier_scores", "labelled_fp_fn"):
         assert not sections[name]["recorded"] and sections[name]["why"]

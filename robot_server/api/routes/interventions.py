@@ -51,10 +51,14 @@ async def list_events(
     since_seq: int = Query(0, ge=0, description="only events numbered this or later"),
     limit: int = Query(100, ge=1, le=5000),
 ) -> Events:
-    """The store's event log, oldest first (the last `limit` that match)."""
+    """The store's event log, oldest first (the last `limit` that match). The loop's timing windows
+    (`tick_stats`, one a minute) would bury the operator's events: they are listed only with
+    `type=tick_stats`."""
     events = store_reader(request).events(since_seq)
     if event_type is not None:
         events = [e for e in events if e.get("type") == event_type]
+    else:
+        events = [e for e in events if e.get("type") != Event.TICK_STATS]
     return Events.model_validate(jsonable({"total": len(events), "events": events[-limit:]}))
 
 
