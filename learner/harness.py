@@ -81,6 +81,11 @@ class HarnessConfig:
     backward_entropy: str = "learned"  # "learned" (MEDALPP.md sim: alpha from 1, target -|A|/2) | "off" (alpha = 0, ablation)
     bc_batch_size: int = 256  # bc method: demo rows per step
     critic_layer_norm: bool | None = None  # None: the preset's; True adds LayerNorm to the Q heads (RLPD)
+    # The daemon's help rule (session.help_after_steps, robot_server/progress.py): after this many
+    # steps in one direction without its success the robot asks for help, and the operator resets
+    # the scene at the next switch to forward (an intervention, counted). 0 = never (reset-free
+    # methods then get one only when the cube leaves the workspace).
+    help_after_steps: int = 0
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
 
@@ -95,6 +100,8 @@ class HarnessConfig:
             raise ValueError(f"backward_entropy must be 'learned' or 'off', got {self.backward_entropy!r}")
         if self.mode not in ("state", "pixels"):
             raise ValueError(f"mode must be 'state' or 'pixels', got {self.mode!r}")
+        if self.help_after_steps < 0:
+            raise ValueError(f"help_after_steps must be >= 0, got {self.help_after_steps}")
         for name in ("env_steps", "demos", "eval_every", "eval_episodes", "eval_horizon", "phase_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -158,6 +165,8 @@ class SimHarness:
         self.env_steps = 0
         self._segment = 0
         self._episodic_resets = 0
+        self.without_success = {"forward": 0, "backward": 0}  # the help rule's counters
+        self.help_interventions = 0  # interventions the help rule asked for (also in env.interventions)
 
     def _settings(self) -> Settings:
         hc = self.hc
@@ -268,6 +277,7 @@ class SimHarness:
             "demo_collection_s": demo_s,
             "curve": curve,
             "interventions": self.env.interventions + self._episodic_resets,
+            "help_interventions": self.help_interventions,
             "wall_s": time.perf_counter() - t_start,
         }
 
@@ -321,6 +331,7 @@ class SimHarness:
             window.forward_task_reward += float(fwd_success)
             window.steps += 1
             phase_success |= bool(info["success"])
+            self.without_success[d] = 0 if info["success"] else self.without_success[d] + 1
             obs, t_phase = next_obs, t_phase + 1
             if t_phase == hc.phase_steps:
                 self._close_phase(window, d, phase_success, started_after)
@@ -364,7 +375,11 @@ class SimHarness:
             self._episodic_resets += 1  # every episode's reset is an intervention
             obs, _ = env.reset(options={"direction": nxt})
             return obs, nxt, "reset"
-        intervene = nxt == "forward" and not info["object_in_workspace"]
+        stuck = hc.help_after_steps > 0 and max(self.without_success.values()) >= hc.help_after_steps
+        intervene = nxt == "forward" and (not info["object_in_workspace"] or stuck)
+        if intervene:
+            self.help_interventions += info["object_in_workspace"]  # asked for by the help rule
+            self.without_success = dict.fromkeys(self.without_success, 0)  # a person put the scene right
         home = hc.home_every > 0 and self.env_steps % hc.home_every == 0
         obs, _ = env.reset(options={"direction": nxt, "intervention": intervene, "home_arm": home and not intervene})
         return obs, nxt, ("intervention" if intervene else d)

@@ -118,3 +118,29 @@ def test_ablation_settings_reach_the_learning_core_and_bad_values_are_named():
         HarnessConfig(backward_reward="log")
     r = CliRunner().invoke(app, ["train-sim", "--bc-backward", "1,0.25"])
     assert r.exit_code == 2 and "--bc-backward must be 'v0,v1,step0,step1'" in r.output, r.output
+
+
+def test_the_help_rule_resets_a_stuck_scene_and_counts_it():
+    # Random actions never solve the task: with the daemon's help rule the scene is reset (an
+    # intervention) at a switch to forward once a direction went help_after_steps without success,
+    # although the cube never left the workspace; without the rule nothing is reset.
+    for rule, expected in ((0, 0), (30, 3)):  # 100 steps in phases of 10: resets after 30, 60, 90
+        h = harness(method="naive", env_steps=100, seed_steps=100, eval_every=100, help_after_steps=rule)
+        h.env.task.object_in_workspace = lambda: True  # the workspace rule stays out of it
+        try:
+            res = h.run()
+        finally:
+            h.close()
+        assert res["help_interventions"] == expected and res["interventions"] == expected, (rule, res["interventions"])
+    with pytest.raises(ValueError, match="help_after_steps must be >= 0"):
+        HarnessConfig(help_after_steps=-1)
+
+
+def test_critic_layer_norm_option_reaches_the_critic():
+    h = harness(method="naive", critic_layer_norm=True)
+    try:
+        critic = h.core.agents["forward"].critic
+        assert h.settings.sizes.critic_layer_norm and critic.norms is not None
+        assert len(critic.norms) == h.settings.sizes.critic_layers
+    finally:
+        h.close()
