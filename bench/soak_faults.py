@@ -73,13 +73,18 @@ def learner_kill9(rig: Rig, timeout: float) -> dict[str, Any]:
     }
 
 
+RESTART_AFTER_S = 10.0
+
+
 def daemon_restart(rig: Rig, timeout: float, sig: signal.Signals) -> dict[str, Any]:
     watch = LogWatch(rig.learner_logs[-1], RETRY)
     watch.poll()
     fails0 = watch.count
     t0 = time.monotonic()
     inst = rig.end_daemon(sig)
-    detected = _wait(lambda: watch.poll() > fails0, 60)
+    # A supervisor restarts a daemon within seconds: wait at most that long for the learner to log a
+    # failed call (it logs none if it calls nothing while the daemon is down), then restart.
+    detected = _wait(lambda: watch.poll() > fails0, RESTART_AFTER_S)
     healthy = rig.restart_daemon()
     st0 = rig.status() or {"tick": {"ticks": 0}}
     ticking = _wait(lambda: (rig.status() or st0)["tick"]["ticks"] > st0["tick"]["ticks"]
