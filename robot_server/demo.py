@@ -160,7 +160,8 @@ def main(
                 continue
             typer.echo(_progress(st, end - time.monotonic()))
             tick = st.get("tick") or tick
-            if "period_error_ms_p99" in tick:
+            trained = ((st.get("learner") or {}).get("metrics") or {}).get("updates", 0)
+            if "period_error_ms_p99" in tick and trained:  # the daemon's start-up ticks are not the learner's doing
                 tick_p99.append(float(tick["period_error_ms_p99"]))
             if first is None and ((st.get("policies") or {}).get("forward") or {}).get("version"):
                 first = _evaluate_between_practice(base, headers, eval_episodes, eval_horizon, resume=True)
