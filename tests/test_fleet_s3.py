@@ -130,6 +130,8 @@ def test_two_robots_on_s3_one_learner_one_daemon_killed_and_restarted(tmp_path: 
         rb = ReplayReader(urls["robot-b"])
         after = {e.id: e for e in rb.episodes(include_open=True)}
         for ep_id, n in before.items():
+            if n == 0:  # opened, no step committed yet: the writer's repair rightly removes it
+                continue
             assert ep_id in after and after[ep_id].length >= n, (ep_id, n, after.get(ep_id))
         assert any(e.attrs.get("end_reason") == "writer_crashed" for e in after.values())
         for r in (rb, ReplayReader(urls["robot-a"])):
