@@ -4,6 +4,7 @@ the daemon got over it, stop and check that every counted step is in the store."
 
 from __future__ import annotations
 
+import numpy as np
 from inproc_daemon import wait_until
 
 from replay.store import ReplayReader
@@ -47,3 +48,33 @@ def inject(d: Daemon, kind: FaultKind, timeout: float) -> dict:
     wait_until(lambda: d.loop.stats.ticks > ticks + 10, 5, "the loop ticking on")
     assert d.loop.running and d.loop.crashed is None
     return rec
+
+
+def takeover_moves_without_a_jump(d) -> None:
+    """Inject a takeover mid-practice: counted, no tick moves the arm more than one action step, the
+    operator moves it sideways, and the store is whole afterwards."""
+    sid = practise(d)
+    takeovers = d.supervisor.counters.takeovers
+    positions: list[tuple[str, np.ndarray]] = []
+
+    def log(loop):
+        positions.append((loop.last_source, loop.last_state.position.copy()))
+
+    d.loop.on_tick.append(log)
+    try:
+        wait_until(lambda: len(positions) >= 3, 5, "ticks logged before the takeover")
+        rec = inject(d, FaultKind.TAKEOVER, 15)
+    finally:
+        d.loop.on_tick.remove(log)
+    assert d.supervisor.counters.takeovers == takeovers + 1
+    assert "moved the arm by" in rec["detail"]
+    operated = [i for i, (src, _) in enumerate(positions) if src == "teleop:operator"]
+    assert len(operated) >= 5
+    # No jump: each tick of the takeover moves the arm at most one action step from where it was.
+    step = d.cfg.action.max_translation_m
+    for i in operated:
+        moved = float(np.linalg.norm(positions[i][1] - positions[i - 1][1]))
+        assert moved < step + 0.005, f"the arm jumped {moved * 1e3:.1f} mm at takeover tick {i}"
+    moved_y = positions[operated[-1]][1][1] - positions[operated[0] - 1][1][1]
+    assert abs(moved_y) > 0.02, "the operator moved the arm sideways"
+    stop_and_check_store(d, sid)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
-from device_fault_steps import inject, practise, stop_and_check_store
+from device_fault_steps import inject, practise, stop_and_check_store, takeover_moves_without_a_jump
 from inproc_daemon import sim_daemon, wait_until
 from typer.testing import CliRunner
 
@@ -112,32 +111,7 @@ def test_a_gripper_that_stops_answering_is_escalated_then_recovered(daemon):
 
 
 def test_a_takeover_starts_from_the_arm_pose_and_the_policy_goes_on(daemon):
-    d = daemon
-    sid = practise(d)
-    takeovers = d.supervisor.counters.takeovers
-    positions: list[tuple[str, np.ndarray]] = []
-
-    def log(loop):
-        positions.append((loop.last_source, loop.last_state.position.copy()))
-
-    d.loop.on_tick.append(log)
-    try:
-        wait_until(lambda: len(positions) >= 3, 5, "ticks logged before the takeover")
-        rec = inject(d, FaultKind.TAKEOVER, 15)
-    finally:
-        d.loop.on_tick.remove(log)
-    assert d.supervisor.counters.takeovers == takeovers + 1
-    assert "moved the arm by" in rec["detail"]
-    operated = [i for i, (src, _) in enumerate(positions) if src == "teleop:operator"]
-    assert len(operated) >= 5
-    # No jump: each tick of the takeover moves the arm at most one action step from where it was.
-    step = d.cfg.action.max_translation_m
-    for i in operated:
-        moved = float(np.linalg.norm(positions[i][1] - positions[i - 1][1]))
-        assert moved < step + 0.005, f"the arm jumped {moved * 1e3:.1f} mm at takeover tick {i}"
-    moved_y = positions[operated[-1]][1][1] - positions[operated[0] - 1][1][1]
-    assert abs(moved_y) > 0.02, "the operator moved the arm sideways"
-    stop_and_check_store(d, sid)
+    takeover_moves_without_a_jump(daemon)
 
 
 def test_a_teleop_device_lost_mid_demo_ends_it_and_asks_for_help(daemon):
