@@ -55,6 +55,11 @@ FULL = {"steps": 60_000, "bc_forward": None, "eval_every": 5_000, "eval_episodes
         "bc_steps": 10_000, "seeds": [0, 1, 2], "methods": ["medalpp", "naive", "fbrl", "episodic", "bc"]}
 
 
+# Tuning options passed through to `learner train-sim` when set (None / False: the harness default).
+TUNING = {"clf_forward_every": "--clf-forward-every", "critic_layer_norm": "--critic-layer-norm",
+          "bc_backward": "--bc-backward", "help_after_steps": "--help-after-steps"}
+
+
 def command(method: str, seed: int, plan: dict[str, Any], out: Path, demos: int) -> list[str]:
     mode = "pixels" if method == "medalpp_pixels" else "state"
     harness_method = "medalpp" if method == "medalpp_pixels" else method
@@ -67,6 +72,11 @@ def command(method: str, seed: int, plan: dict[str, Any], out: Path, demos: int)
         cmd += ["--bc-forward", plan["bc_forward"]]
     if plan.get("seed_steps") is not None:
         cmd += ["--seed-steps", str(plan["seed_steps"])]
+    for key, flag in TUNING.items():
+        value = plan.get(key)
+        if method == "bc" or value in (None, False):  # bc trains the actor alone: none of these apply
+            continue
+        cmd += [flag] if value is True else [flag, str(value)]
     return cmd
 
 
@@ -201,6 +211,10 @@ def main() -> None:
     ap.add_argument("--bc-steps", type=int, help="gradient steps of the bc method")
     ap.add_argument("--seed-steps", type=int, help="uniform-random steps first (default 10,000)")
     ap.add_argument("--bc-forward", help="forward λ schedule 'v0,v1,step0,step1'")
+    ap.add_argument("--clf-forward-every", type=int, help="goal classifier: one step every N env steps")
+    ap.add_argument("--critic-layer-norm", action="store_true", help="LayerNorm in the Q heads")
+    ap.add_argument("--bc-backward", help="backward λ schedule 'v0,v1,step0,step1' (default off)")
+    ap.add_argument("--help-after-steps", type=int, help="the daemon's help rule (default 0: off)")
     ap.add_argument("--pixels", action="store_true", help="add medalpp_pixels (a)")
     ap.add_argument("--demos", type=int, default=10, help="scripted demos per direction")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (one per core at most)")
@@ -216,8 +230,8 @@ def main() -> None:
         plan["methods"].append("medalpp_pixels")
     if args.seeds:
         plan["seeds"] = args.seeds
-    for key in ("steps", "eval_every", "eval_episodes", "bc_steps", "seed_steps", "bc_forward"):
-        if getattr(args, key) is not None:
+    for key in ("steps", "eval_every", "eval_episodes", "bc_steps", "seed_steps", "bc_forward", *TUNING):
+        if getattr(args, key) not in (None, False):
             plan[key] = getattr(args, key)
     name = "learning-quick" if args.quick else "learning"
     out = args.out or RESULTS / f"{name}.json"

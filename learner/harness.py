@@ -86,6 +86,9 @@ class HarnessConfig:
     # the scene at the next switch to forward (an intervention, counted). 0 = never (reset-free
     # methods then get one only when the cube leaves the workspace).
     help_after_steps: int = 0
+    # The goal classifier's step interval (env steps). None: MEDALPP.md's 1,000, which leaves C_f with
+    # ~40 steps in a 40k-step run: its reward is then nearly flat (positives ~0.6, online frames ~0.5).
+    clf_forward_every: int | None = None
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
 
@@ -100,6 +103,8 @@ class HarnessConfig:
             raise ValueError(f"backward_entropy must be 'learned' or 'off', got {self.backward_entropy!r}")
         if self.mode not in ("state", "pixels"):
             raise ValueError(f"mode must be 'state' or 'pixels', got {self.mode!r}")
+        if self.clf_forward_every is not None and self.clf_forward_every < 1:
+            raise ValueError(f"clf_forward_every must be >= 1, got {self.clf_forward_every}")
         if self.help_after_steps < 0:
             raise ValueError(f"help_after_steps must be >= 0, got {self.help_after_steps}")
         for name in ("env_steps", "demos", "eval_every", "eval_episodes", "eval_horizon", "phase_steps"):
@@ -184,6 +189,7 @@ class SimHarness:
             backward_positives_initial=hc.initial_positives if hc.method == "fbrl" else 0,
             backward_positives_pre_goal=hc.backward_positives == "pre_goal",
             backward_reward=base.backward_reward if hc.backward_reward is None else hc.backward_reward,
+            clf_forward_every=base.clf_forward_every if hc.clf_forward_every is None else hc.clf_forward_every,
         )
         if hc.bc_backward is not None:
             s = dataclasses.replace(s, backward=dataclasses.replace(s.backward, bc=tuple(hc.bc_backward)))

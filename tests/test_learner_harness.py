@@ -144,3 +144,16 @@ def test_critic_layer_norm_option_reaches_the_critic():
         assert len(critic.norms) == h.settings.sizes.critic_layers
     finally:
         h.close()
+
+
+def test_goal_classifier_interval_option_sets_how_often_it_trains():
+    # 60 env steps after 20 seed steps: one C_f step when seeding ends, then one every N env steps.
+    for every, expected in ((None, 1), (5, 9)):
+        h = harness(method="naive", clf_forward_every=every)
+        try:
+            h.run()
+            assert h.core.classifier_steps()["forward"] == expected, every
+        finally:
+            h.close()
+    with pytest.raises(ValueError, match="clf_forward_every must be >= 1"):
+        HarnessConfig(clf_forward_every=0)

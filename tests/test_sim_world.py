@@ -291,6 +291,47 @@ def test_reset_scene_samples_the_start_distribution(world: SimWorld):
     assert goal_zone("forward") is ZONE_B and goal_zone("backward") is ZONE_A
 
 
+def _push_toward_centre(cfg: Config, world: SimWorld, arm: SimArm, xy: tuple[float, float]) -> float:
+    """Place the cube at xy, bring the hand behind it (clipped to the box, as every action is) and
+    push toward the workspace centre: how far (m) the cube moved that way."""
+    space = ActionSpace(cfg.action, cfg.workspace)
+    low, high = np.array(cfg.workspace.low), np.array(cfg.workspace.high)
+    world.task.place_cube(np.array(xy))
+    world.advance(0.3)
+    c0 = world.task.cube_position()[:2].copy()
+    d = (low[:2] + high[:2]) / 2 - c0
+    d /= np.linalg.norm(d)
+    behind = c0 - 0.06 * d
+    ahead = c0 + 0.08 * d
+    for goal, ticks in (((*behind, 0.12), 40), ((*behind, 0.03), 40), ((*ahead, 0.03), 30)):
+        for _ in range(ticks):
+            a = np.zeros(space.dim)
+            a[:3] = (np.asarray(goal) - arm.read().position) / cfg.action.max_translation_m
+            a[3] = 1.0
+            arm.send_target(space.target(a, arm.read()))
+            world.advance(0.1)
+    return float(np.dot(world.task.cube_position()[:2] - c0, d))
+
+
+def test_a_cube_the_arm_can_no_longer_push_back_is_out_of_the_workspace(cfg: Config, world: SimWorld, arm: SimArm):
+    # The reset-free help rule resets the scene when the object is out of the workspace: a cube the
+    # hand cannot get behind any more must count as out, or practice goes on for hours on a stuck scene.
+    low, high = np.array(cfg.workspace.low), np.array(cfg.workspace.high)
+    mid_y = (low[1] + high[1]) / 2
+    # Near the box's edges the hand still gets behind the cube; a few cm past them it cannot, and the
+    # cube stays where it is (between the two, pushes land on the cube's edge and only sometimes move it).
+    near_edge = [(low[0] + 0.05, mid_y), (high[0] - 0.05, mid_y), (0.53, high[1] - 0.05)]
+    beyond = [(low[0] - 0.04, mid_y), (high[0] + 0.05, mid_y), (0.53, high[1] + 0.05)]
+    for xy in near_edge:
+        world.task.place_cube(np.array(xy))
+        assert world.task.object_in_workspace(), xy
+        assert _push_toward_centre(cfg, world, arm, xy) > 0.02, xy
+    for xy in beyond:
+        world.task.place_cube(np.array(xy))
+        assert not world.task.object_in_workspace(), xy
+        assert _push_toward_centre(cfg, world, arm, xy) < 0.005, xy
+
+
 def test_state_vector_and_falling_off_the_table(world: SimWorld):
     world.task.reset_scene("forward", np.random.default_rng(1))
     vec = world.task.state_vector()
