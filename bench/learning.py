@@ -55,6 +55,8 @@ FULL = {"steps": 60_000, "bc_forward": None, "eval_every": 5_000, "eval_episodes
         "bc_steps": 10_000, "seeds": [0, 1, 2], "methods": ["medalpp", "naive", "fbrl", "episodic", "bc"]}
 
 
+LAST_POINTS = 3  # the summary's steadier figure: mean deployed success over the last 3 evaluations
+
 # Tuning options passed through to `learner train-sim` when set (None / False: the harness default).
 TUNING = {"clf_forward_every": "--clf-forward-every", "critic_layer_norm": "--critic-layer-norm",
           "bc_backward": "--bc-backward", "help_after_steps": "--help-after-steps"}
@@ -129,7 +131,7 @@ def run_all(runs: list[tuple[str, int]], plan: dict[str, Any], jobs: int, demos:
 def summarise(results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for method in sorted({m for m, _ in results}):
-        finals, bests, after_bwd, cont, interventions, sps, partial = [], [], [], [], [], [], []
+        finals, lasts, bests, after_bwd, cont, interventions, sps, partial = [], [], [], [], [], [], [], []
         for (m, _seed), r in results.items():
             if m != method or not r["curve"]:
                 continue
@@ -139,6 +141,9 @@ def summarise(results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
                                 "deployed_success": [p["deployed_success"] for p in c]})
                 continue
             finals.append(c[-1]["deployed_success"])
+            # One point is 10 episodes of one policy snapshot, and snapshots swing by +-0.3 from one
+            # point to the next: the last LAST_POINTS points together are the steadier figure.
+            lasts.append(sum(p["deployed_success"] for p in c[-LAST_POINTS:]) / len(c[-LAST_POINTS:]))
             bests.append(max(p["deployed_success"] for p in c))
             interventions.append(c[-1].get("interventions", 0))
             vals = [p.get("forward_success_after_backward") for p in c[-2:]]
@@ -155,6 +160,8 @@ def summarise(results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
             "seeds": len(finals),
             "final_deployed_success_mean": mean(finals),
             "final_deployed_success_per_seed": finals,
+            f"last{LAST_POINTS}_deployed_success_mean": mean(lasts),
+            f"last{LAST_POINTS}_deployed_success_per_seed": lasts,
             "best_deployed_success_mean": mean(bests),
             "forward_success_after_backward_last_windows": mean(after_bwd),
             "continuing_reward_mean": mean(cont),
@@ -266,7 +273,8 @@ def main() -> None:
                        "start jitter ±5 cm, ±45°")
     for m, s in summary.items():
         print(f"{m:15s} final deployed success {s['final_deployed_success_mean']}  per seed "
-              f"{s['final_deployed_success_per_seed']}  interventions {s['interventions_mean']}  "
+              f"{s['final_deployed_success_per_seed']}  last {LAST_POINTS} points "
+              f"{s[f'last{LAST_POINTS}_deployed_success_mean']}  interventions {s['interventions_mean']}  "
               f"fwd-after-bwd {s['forward_success_after_backward_last_windows']}  "
               f"steps/s {s['env_steps_per_s_mean']}")
     print(f"wrote {out} and {png} in {time.time() - t0:.0f} s")
