@@ -207,6 +207,9 @@ def train_sim(
         "this many steps in one direction without its success (0 = only when the cube leaves the workspace)")] = 0,
     clf_forward_every: Annotated[int | None, typer.Option(
         min=1, help="goal classifier C_f: one step every N env steps (default 1,000, MEDALPP.md)")] = None,
+    forward_reward: Annotated[str, typer.Option(
+        help="what the forward agent is paid: classifier (log C_f, MEDALPP.md) | task (the sim's true success; "
+        "a diagnostic, state mode only)")] = "classifier",
     jitter_m: Annotated[float, typer.Option(help="start jitter of the cube, m")] = 0.05,
     jitter_yaw_deg: Annotated[float, typer.Option(help="start yaw jitter of the cube, deg")] = 45.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -232,6 +235,7 @@ def train_sim(
             bc_backward=_schedule("--bc-backward", bc_backward), backward_positives=backward_positives,
             backward_reward=backward_reward, backward_entropy=backward_entropy, critic_layer_norm=critic_layer_norm,
             help_after_steps=help_after_steps, clf_forward_every=clf_forward_every,
+            forward_reward=forward_reward,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

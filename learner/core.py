@@ -9,7 +9,7 @@ are the store's, and both work the owed updates off with `train_once()`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,11 @@ class LearningCore:
             ),
         }
         self.classifiers = {d: clfs[d]() for d in self.directions}
+        # What each agent is paid for reaching s′: its classifier, unless a driver that knows the task's
+        # true success (the sim harness, as a diagnostic) puts another function here.
+        self.rewards: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            d: c.reward for d, c in self.classifiers.items()
+        }
         self.schedule = CreditSchedule(
             s.seed_steps, {d: s.clf_every(d) for d in DIRECTIONS}, s.backlog_steps, self.directions
         )
@@ -142,7 +147,7 @@ class LearningCore:
 
         t0 = time.perf_counter()
         agent.env_step = self.router.env_steps  # the BC-λ clock: env steps collected
-        m = agent.update(sample, self.classifiers[d].reward, sample_demo)
+        m = agent.update(sample, self.rewards[d], sample_demo)
         return {f"{d}/{k}": v for k, v in m.items()} | {f"{d}/update_s": time.perf_counter() - t0}
 
     # --- training state ---

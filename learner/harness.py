@@ -47,7 +47,7 @@ from learner.tail import Chunk
 from policies.networks import PRESETS
 from replay.schema import EpisodeInfo
 from sim.gym_env import PushCubeEnv, scripted_demo
-from sim.task import STATE_DIM, goal_zone, start_zone
+from sim.task import STATE_DIM, goal_zone, start_zone, success_of_state
 from spec.config import Config, load_config
 from spec.step import ObsSpec, policy_input
 
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 METHODS = ("medalpp", "fbrl", "naive", "episodic", "bc")
 TWO_AGENTS = ("medalpp", "fbrl")
 BACKWARD_POSITIVES = ("all_forward", "pre_goal")
+FORWARD_REWARDS = ("classifier", "task")
 
 
 @dataclass
@@ -89,6 +90,10 @@ class HarnessConfig:
     # The goal classifier's step interval (env steps). None: MEDALPP.md's 1,000, which leaves C_f with
     # ~40 steps in a 40k-step run: its reward is then nearly flat (positives ~0.6, online frames ~0.5).
     clf_forward_every: int | None = None
+    # What the forward agent is paid: "classifier" (MEDALPP.md: log C_f(s′)) or "task" (the sim's true
+    # sparse success, 1 while the cube rests in the goal; state mode only). "task" is a diagnostic: it
+    # tells a goal classifier that pays badly from a forward learner that learns slowly.
+    forward_reward: str = "classifier"
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
 
@@ -105,6 +110,10 @@ class HarnessConfig:
             raise ValueError(f"mode must be 'state' or 'pixels', got {self.mode!r}")
         if self.clf_forward_every is not None and self.clf_forward_every < 1:
             raise ValueError(f"clf_forward_every must be >= 1, got {self.clf_forward_every}")
+        if self.forward_reward not in FORWARD_REWARDS:
+            raise ValueError(f"forward_reward must be one of {FORWARD_REWARDS}, got {self.forward_reward!r}")
+        if self.forward_reward == "task" and self.mode != "state":
+            raise ValueError("forward_reward 'task' reads the cube from the state vector: it needs mode 'state'")
         if self.help_after_steps < 0:
             raise ValueError(f"help_after_steps must be >= 0, got {self.help_after_steps}")
         for name in ("env_steps", "demos", "eval_every", "eval_episodes", "eval_horizon", "phase_steps"):
@@ -166,6 +175,8 @@ class SimHarness:
         self.settings = self._settings()
         self.directions = ("forward", "backward") if hc.method in TWO_AGENTS else ("forward",)
         self.core = LearningCore(self.settings, self.spec, self.action_spec, self.device, self.rng, self.directions)
+        if hc.forward_reward == "task":
+            self.core.rewards["forward"] = self._task_reward("forward")
         self.eval_rng = np.random.default_rng(hc.seed + 200_000)
         self.env_steps = 0
         self._segment = 0
@@ -201,6 +212,15 @@ class SimHarness:
             fwd = dataclasses.replace(s.forward, bc=(1.0, 1.0, 0, 0))
             s = dataclasses.replace(s, forward=fwd, bc_batch_size=hc.bc_batch_size)
         return s
+
+    def _task_reward(self, direction: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        workspace = self.cfg.workspace
+
+        def reward(next_obs: torch.Tensor) -> torch.Tensor:
+            ok = success_of_state(next_obs.detach().cpu().numpy(), direction, workspace)
+            return torch.from_numpy(ok.astype(np.float32)).to(next_obs.device)
+
+        return reward
 
     # --- data into the core, as the store would deliver it ---
     def _chunk(self, kind: str, direction: str, ep_id: str, start: int, frames: dict[str, np.ndarray],
@@ -276,6 +296,7 @@ class SimHarness:
                 "backward_target_entropy": self.settings.backward.target_entropy_per_dim * self.env.space.dim,
                 "clf_every": {"forward": self.settings.clf_forward_every, "backward": self.settings.clf_backward_every},
                 "backward_reward": self.settings.backward_reward,
+                "forward_reward": self.hc.forward_reward,
                 "device": str(self.device),
                 "torch_threads": torch.get_num_threads(),
             },

@@ -56,6 +56,16 @@ def cube_pose_of_state(
     return centre, np.arctan2(s[..., 7], s[..., 8]) / 4.0
 
 
+def success_of_state(state: np.ndarray, direction: str, workspace: WorkspaceConfig) -> np.ndarray:
+    """`PushCubeTask.success` read off state vectors [..., STATE_DIM] instead of the live world: the
+    cube's centre inside the target zone and resting on the table. Lets a learner be paid the task's
+    true reward on stored transitions (a sim diagnostic: what a perfect goal classifier would pay)."""
+    centre, _ = cube_pose_of_state(state, workspace)
+    zone = goal_zone(direction)
+    inside = np.all(np.abs(centre[..., :2] - np.asarray(zone.center)) <= zone.half, axis=-1)
+    return inside & (np.abs(centre[..., 2] - CUBE_HALF) < 0.01)
+
+
 def start_zone(direction: str) -> Zone:
     return ZONE_A if check_direction(direction) == "forward" else ZONE_B
 

@@ -157,3 +157,33 @@ def test_goal_classifier_interval_option_sets_how_often_it_trains():
             h.close()
     with pytest.raises(ValueError, match="clf_forward_every must be >= 1"):
         HarnessConfig(clf_forward_every=0)
+
+
+def test_task_reward_option_pays_the_forward_agent_the_true_success():
+    h = harness(method="naive", forward_reward="task")
+    try:
+        demos = h.collect_demos()
+        pay = h.core.rewards["forward"]
+        for demo in demos["forward"]:
+            nxt = torch.from_numpy(np.stack([t.next_obs["obs/state"] for t in demo]))
+            # Paid on each stored transition exactly the env's own success flag for it.
+            np.testing.assert_array_equal(pay(nxt).numpy(), [float(t.success) for t in demo])
+        back = demos["backward"][0]
+        start, end = (torch.from_numpy(o["obs/state"][None]) for o in (back[0].obs, back[-1].next_obs))
+        assert pay(start).item() == 1.0 and pay(end).item() == 0.0  # the cube leaves the goal zone
+        res = h.run()
+        rewards = [p["forward/reward_mean"] for p in res["curve"] if not np.isnan(p["forward/reward_mean"])]
+        assert rewards and all(0.0 <= r <= 1.0 for r in rewards)  # log C_f would be < 0
+    finally:
+        h.close()
+    classifier = harness(method="naive")
+    try:
+        rewards = [p["forward/reward_mean"] for p in classifier.run()["curve"]
+                   if not np.isnan(p["forward/reward_mean"])]
+        assert rewards and all(r < 0.0 for r in rewards)
+    finally:
+        classifier.close()
+    with pytest.raises(ValueError, match="forward_reward must be one of"):
+        HarnessConfig(forward_reward="oracle")
+    with pytest.raises(ValueError, match="needs mode 'state'"):
+        HarnessConfig(forward_reward="task", mode="pixels")
