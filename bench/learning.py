@@ -60,7 +60,7 @@ LAST_POINTS = 3  # the summary's steadier figure: mean deployed success over the
 # Tuning options passed through to `learner train-sim` when set (None / False: the harness default).
 TUNING = {"clf_forward_every": "--clf-forward-every", "critic_layer_norm": "--critic-layer-norm",
           "bc_backward": "--bc-backward", "help_after_steps": "--help-after-steps",
-          "forward_reward": "--forward-reward"}
+          "forward_reward": "--forward-reward", "utd": "--utd", "demo_rows": "--demo-rows"}
 
 
 def command(method: str, seed: int, plan: dict[str, Any], out: Path, demos: int) -> list[str]:
@@ -223,6 +223,8 @@ def main() -> None:
     ap.add_argument("--critic-layer-norm", action="store_true", help="LayerNorm in the Q heads")
     ap.add_argument("--bc-backward", help="backward λ schedule 'v0,v1,step0,step1' (default off)")
     ap.add_argument("--help-after-steps", type=int, help="the daemon's help rule (default 0: off)")
+    ap.add_argument("--utd", type=int, help="critic updates per env step (default 2)")
+    ap.add_argument("--demo-rows", type=int, help="demo rows per agent batch of 256 (default 32)")
     ap.add_argument("--forward-reward", choices=("classifier", "task"),
                     help="forward agent's reward: classifier (default) | task (the sim's true success, a diagnostic)")
     ap.add_argument("--pixels", action="store_true", help="add medalpp_pixels (a)")

@@ -210,6 +210,10 @@ def train_sim(
     forward_reward: Annotated[str, typer.Option(
         help="what the forward agent is paid: classifier (log C_f, MEDALPP.md) | task (the sim's true success; "
         "a diagnostic, state mode only)")] = "classifier",
+    utd: Annotated[int | None, typer.Option(
+        min=1, help="critic updates per env step, both agents (default 2, MEDALPP.md's sim)")] = None,
+    demo_rows: Annotated[int | None, typer.Option(
+        min=0, help="demo rows in each agent batch of 256 (default 32, MEDALPP.md's sim)")] = None,
     jitter_m: Annotated[float, typer.Option(help="start jitter of the cube, m")] = 0.05,
     jitter_yaw_deg: Annotated[float, typer.Option(help="start yaw jitter of the cube, deg")] = 45.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -222,8 +226,7 @@ def train_sim(
 
     import torch
 
-    from learner.harness import HarnessConfig
-    from learner.harness import train_sim as run_harness
+    from learner.harness import HarnessConfig, SimHarness
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(threads)
@@ -235,8 +238,9 @@ def train_sim(
             bc_backward=_schedule("--bc-backward", bc_backward), backward_positives=backward_positives,
             backward_reward=backward_reward, backward_entropy=backward_entropy, critic_layer_norm=critic_layer_norm,
             help_after_steps=help_after_steps, clf_forward_every=clf_forward_every,
-            forward_reward=forward_reward,
+            forward_reward=forward_reward, utd=utd, demo_rows=demo_rows,
         )
+        harness = SimHarness(hc)  # checks what needs the config too (demo rows against the batch size)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -254,7 +258,10 @@ def train_sim(
             f"interventions {p.get('interventions', 0)} {p.get('env_steps_per_s', float('nan')):.1f} steps/s"
         )
 
-    result = run_harness(hc, progress)
+    try:
+        result = harness.run(progress)
+    finally:
+        harness.close()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))

@@ -94,6 +94,8 @@ class HarnessConfig:
     # sparse success, 1 while the cube rests in the goal; state mode only). "task" is a diagnostic: it
     # tells a goal classifier that pays badly from a forward learner that learns slowly.
     forward_reward: str = "classifier"
+    utd: int | None = None  # critic updates per env step, both agents. None: MEDALPP.md's sim value (2)
+    demo_rows: int | None = None  # demo rows in each agent batch. None: MEDALPP.md's sim value (32 of 256)
     device: str = "auto"
     config_path: str | None = None  # None: configs/sim.yaml
 
@@ -114,6 +116,10 @@ class HarnessConfig:
             raise ValueError(f"forward_reward must be one of {FORWARD_REWARDS}, got {self.forward_reward!r}")
         if self.forward_reward == "task" and self.mode != "state":
             raise ValueError("forward_reward 'task' reads the cube from the state vector: it needs mode 'state'")
+        if self.utd is not None and self.utd < 1:
+            raise ValueError(f"utd must be >= 1, got {self.utd}")
+        if self.demo_rows is not None and self.demo_rows < 0:
+            raise ValueError(f"demo_rows must be >= 0, got {self.demo_rows}")
         if self.help_after_steps < 0:
             raise ValueError(f"help_after_steps must be >= 0, got {self.help_after_steps}")
         for name in ("env_steps", "demos", "eval_every", "eval_episodes", "eval_horizon", "phase_steps"):
@@ -172,7 +178,11 @@ class SimHarness:
         self.cfg = self.env.cfg
         self.spec = ObsSpec.from_config(self.cfg, hc.mode, state_dim=STATE_DIM)
         self.action_spec = self.env.space.spec()
-        self.settings = self._settings()
+        try:
+            self.settings = self._settings()
+        except ValueError:
+            self.close()
+            raise
         self.directions = ("forward", "backward") if hc.method in TWO_AGENTS else ("forward",)
         self.core = LearningCore(self.settings, self.spec, self.action_spec, self.device, self.rng, self.directions)
         if hc.forward_reward == "task":
@@ -202,6 +212,13 @@ class SimHarness:
             backward_reward=base.backward_reward if hc.backward_reward is None else hc.backward_reward,
             clf_forward_every=base.clf_forward_every if hc.clf_forward_every is None else hc.clf_forward_every,
         )
+        if hc.demo_rows is not None:
+            if hc.demo_rows >= s.batch_size:
+                raise ValueError(f"demo_rows must be below the batch size {s.batch_size}, got {hc.demo_rows}")
+            s = dataclasses.replace(s, demo_rows=hc.demo_rows, bc_batch_size=max(hc.demo_rows, 1))
+        if hc.utd is not None:
+            s = dataclasses.replace(s, forward=dataclasses.replace(s.forward, utd=hc.utd),
+                                    backward=dataclasses.replace(s.backward, utd=hc.utd))
         if hc.bc_backward is not None:
             s = dataclasses.replace(s, backward=dataclasses.replace(s.backward, bc=tuple(hc.bc_backward)))
         if hc.backward_entropy == "off":

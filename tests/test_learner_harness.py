@@ -187,3 +187,25 @@ def test_task_reward_option_pays_the_forward_agent_the_true_success():
         HarnessConfig(forward_reward="oracle")
     with pytest.raises(ValueError, match="needs mode 'state'"):
         HarnessConfig(forward_reward="task", mode="pixels")
+
+
+def test_update_ratio_and_demo_share_options_reach_both_agents():
+    h = harness(method="medalpp", utd=3, demo_rows=100)
+    try:
+        assert h.settings.forward.utd == h.settings.backward.utd == 3
+        assert h.settings.demo_rows == 100
+        h.run()
+        ups = h.core.agent_updates()
+        assert {d: a.critic_updates for d, a in h.core.agents.items()} == {d: 3 * u for d, u in ups.items()}
+    finally:
+        h.close()
+    with pytest.raises(ValueError, match="demo_rows must be below the batch size 256, got 256"):
+        SimHarness(HarnessConfig(**(dict(preset="tiny", device="cpu", demo_rows=256))))
+    with pytest.raises(ValueError, match="utd must be >= 1"):
+        HarnessConfig(utd=0)
+    from typer.testing import CliRunner
+
+    from learner.cli import app
+
+    r = CliRunner().invoke(app, ["train-sim", "--demo-rows", "300", "--steps", "10"])
+    assert r.exit_code == 2 and "demo_rows must be below the batch size 256, got 300" in r.output, r.output
