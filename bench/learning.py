@@ -208,6 +208,37 @@ def plot(results: dict[tuple[str, int], dict[str, Any]], path: Path, title: str)
     plt.close(fig)
 
 
+def plot_ablations(doc: dict[str, Any], names: list[str], path: Path) -> None:
+    """Deployed success and backward practice success of the named runs of learning-ablations.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    unknown = [n for n in names if n not in doc["runs"]]
+    if unknown:
+        raise SystemExit(f"--plot-ablations: no run {unknown} (have {sorted(doc['runs'])})")
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+    for i, name in enumerate(names):
+        c = doc["runs"][name]["curve"]
+        x = [p["env_steps"] for p in c]
+        ls = "-" if doc["runs"][name]["config"]["method"] == "medalpp" else "--"
+        axes[0].plot(x, [p["deployed_success"] for p in c], ls, color=f"C{i}", marker=".", label=name)
+        axes[1].plot(x, [p.get("practice_backward_success", math.nan) for p in c], ls, color=f"C{i}", marker=".",
+                     label=name)
+    axes[0].set(title="deployed success (forward, mean action, 200 steps; 10 episodes a point)",
+                xlabel="env steps", ylim=(-0.02, 1.02))
+    axes[1].set(title="practice: backward phases that returned the cube to the start zone",
+                xlabel="env steps", ylim=(-0.02, 1.02))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("ablations, seed 0 (solid: MEDAL++, dashed: naive / episodic)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -234,7 +265,14 @@ def main() -> None:
     ap.add_argument("--replot", action="store_true", help="only rebuild summary and plot from the run JSONs")
     ap.add_argument("--run-dir", type=Path, help="per-run JSONs and logs (default: <out>-runs beside the output)")
     ap.add_argument("--skip-done", action="store_true", help="reuse finished runs found in the run dir")
+    ap.add_argument("--plot-ablations", nargs="+", metavar="RUN",
+                    help="only plot these runs of bench/results/learning-ablations.json to learning-ablations.png")
     args = ap.parse_args()
+    if args.plot_ablations:
+        src = RESULTS / "learning-ablations.json"
+        plot_ablations(json.loads(src.read_text()), args.plot_ablations, src.with_suffix(".png"))
+        print(f"wrote {src.with_suffix('.png')}")
+        return
     plan = dict(QUICK if args.quick else FULL)
     if args.methods:
         plan["methods"] = list(args.methods)
