@@ -466,12 +466,3 @@ class SimHarness:
     def close(self) -> None:
         self.env.close()
         self.eval_env.close()
-
-
-def train_sim(hc: HarnessConfig, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run one method and seed; returns config, settings and the curve (points at each evaluation)."""
-    h = SimHarness(hc)
-    try:
-        return h.run(progress)
-    finally:
-        h.close()

@@ -51,9 +51,11 @@ class Zone:
     half: float  # half the side of the square patch, m
     rgba: tuple[float, float, float, float]
 
-    def contains(self, xy: np.ndarray, margin: float = 0.0) -> bool:
-        d = np.abs(np.asarray(xy[:2], dtype=np.float64) - np.asarray(self.center))
-        return bool(np.all(d <= self.half - margin))
+    def contains(self, xy: np.ndarray, margin: float = 0.0) -> bool | np.ndarray:
+        """One point [>= 2] gives a bool; many [..., >= 2] give a bool array (x, y of each)."""
+        d = np.abs(np.asarray(xy, dtype=np.float64)[..., :2] - np.asarray(self.center))
+        inside = np.all(d <= self.half - margin, axis=-1)
+        return bool(inside) if inside.ndim == 0 else inside
 
 
 # The task: push the cube from A (red, right of the arm seen from behind) to B (green), and back.

@@ -56,14 +56,17 @@ def cube_pose_of_state(
     return centre, np.arctan2(s[..., 7], s[..., 8]) / 4.0
 
 
+def cube_in_goal(centre: np.ndarray, direction: str) -> bool | np.ndarray:
+    """The success test: the cube's centre (one [3] or many [..., 3]) inside `direction`'s target zone
+    and resting on the table."""
+    return goal_zone(direction).contains(centre) & (np.abs(np.asarray(centre)[..., 2] - CUBE_HALF) < 0.01)
+
+
 def success_of_state(state: np.ndarray, direction: str, workspace: WorkspaceConfig) -> np.ndarray:
-    """`PushCubeTask.success` read off state vectors [..., STATE_DIM] instead of the live world: the
-    cube's centre inside the target zone and resting on the table. Lets a learner be paid the task's
-    true reward on stored transitions (a sim diagnostic: what a perfect goal classifier would pay)."""
-    centre, _ = cube_pose_of_state(state, workspace)
-    zone = goal_zone(direction)
-    inside = np.all(np.abs(centre[..., :2] - np.asarray(zone.center)) <= zone.half, axis=-1)
-    return inside & (np.abs(centre[..., 2] - CUBE_HALF) < 0.01)
+    """`PushCubeTask.success` read off state vectors [..., STATE_DIM] instead of the live world. Lets
+    a learner be paid the task's true reward on stored transitions (a sim diagnostic: what a perfect
+    goal classifier would pay)."""
+    return np.asarray(cube_in_goal(cube_pose_of_state(state, workspace)[0], direction))
 
 
 def start_zone(direction: str) -> Zone:
@@ -104,9 +107,7 @@ class PushCubeTask:
 
     def success(self, direction: str) -> bool:
         """The cube rests in the target zone: B for forward, A for backward."""
-        pos = self.cube_position()
-        on_table = abs(pos[2] - CUBE_HALF) < 0.01
-        return on_table and goal_zone(direction).contains(pos)
+        return bool(cube_in_goal(self.cube_position(), direction))
 
     def object_in_workspace(self) -> bool:
         """The cube is on the table and within reach (False once it fell off or was pushed away)."""
